@@ -1,0 +1,5 @@
+"""Image-quality metrics (one module each), FID, and the evaluator behind ``adcsr eval``."""
+
+from adcsr_jax.eval.base import Metric, MissingWeightError, available_metrics, get_metric
+
+__all__ = ["Metric", "MissingWeightError", "available_metrics", "get_metric"]
