@@ -14,7 +14,9 @@ import sys
 from collections.abc import Mapping, Sequence
 
 # name -> module path, or name -> {sub-name -> module path}
-COMMANDS: dict[str, str | dict[str, str]] = {}
+COMMANDS: dict[str, str | dict[str, str]] = {
+    "convert": {"metrics": "adcsr_jax.weights.metrics_cli"},
+}
 
 
 def _add_commands(
