@@ -1,0 +1,113 @@
+"""MUSIQ: parity with pyiqa's PyTorch MUSIQ (seeded random weights, fixtures from
+scripts/make_iqa_fixtures.py), checkpoint-layout checks, and the OSEDiff RealSR log when the real
+KonIQ checkpoint is supplied via $ADCSR_MUSIQ_WEIGHTS."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from adcsr_jax.eval import musiq
+from adcsr_jax.eval.base import MissingWeightError
+from adcsr_jax.weights.iqa_common import IQACheckpointError, seeded_state_dict
+from adcsr_jax.weights.iqa_musiq import musiq_params_from_torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    data = dict(np.load(FIXTURES / "musiq_tiny.npz"))
+    cfg = musiq.MUSIQConfig(**json.loads(str(data["config"])))
+    params = musiq_params_from_torch(seeded_state_dict(data), cfg, "musiq_tiny.npz")
+    return data, cfg, params
+
+
+def _nhwc(u8: np.ndarray) -> np.ndarray:
+    return u8.transpose(0, 2, 3, 1).astype(np.float32) / 255.0
+
+
+def test_hashed_positions_match_torch_nearest():
+    # torch F.interpolate(arange(10), 16, 'nearest') -> floor(i * 10/16)
+    assert musiq.hashed_positions(10, 1, 16).tolist() == [int(i * 10 / 16) for i in range(16)]
+    grid = musiq.hashed_positions(10, 7, 5).reshape(7, 5)
+    assert grid[:, 0].tolist() == [0, 10, 20, 40, 50, 70, 80]
+    assert grid[0].tolist() == [0, 2, 4, 6, 8]
+
+
+def test_layout_pads_and_masks():
+    spatial, scale, mask = musiq.token_layout(96, 128, musiq.MUSIQConfig())
+    # 224 scale: 168x224 -> 6x7 = 42 valid of 49; 384: 288x384 -> 9x12 = 108 of 144; original 3x4.
+    assert len(mask) == 49 + 144 + 12
+    assert mask[:49].sum() == 42 and mask[49:193].sum() == 108 and mask[193:].sum() == 12
+    assert scale[:42].max() == 0 and set(scale[49:157]) == {1} and set(scale[193:]) == {2}
+
+
+def test_scores_match_pyiqa(tiny):
+    data, cfg, params = tiny
+    metric = musiq.MUSIQ(params, cfg, batch_size=2)
+    for key in ("a", "b"):
+        got = metric(_nhwc(data[f"input_{key}"]))
+        np.testing.assert_allclose(got, data[f"score_{key}"], atol=TOL, rtol=0)
+
+
+def test_encoder_cls_matches_pyiqa(tiny):
+    data, cfg, params = tiny
+    x = jax.numpy.asarray(_nhwc(data["input_a"])) * 2 - 1
+    spatial, scale, mask = musiq.token_layout(x.shape[1], x.shape[2], cfg)
+    patches = musiq.multiscale_patches(x, cfg)
+    _, state = musiq.MUSIQNet(cfg).apply(
+        {"params": params}, patches, spatial, scale, mask, capture_intermediates=True
+    )
+    enc = state["intermediates"]["transformer_encoder"]["__call__"][0]
+    np.testing.assert_allclose(np.asarray(enc[:, 0]), data["cls_a"], atol=TOL, rtol=0)
+
+
+def test_full_size_checkpoint_layout_converts():
+    shapes = json.loads((FIXTURES / "iqa_full_shapes.json").read_text())["musiq"]
+    sd = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
+    params = musiq_params_from_torch(sd, musiq.MUSIQConfig(), "full")
+    assert params["embedding"]["kernel"].shape == (16384, 384)
+    del sd["transformer_encoder.transformer.encoderblock_13.mlp.fc2.bias"]
+    sd["extra.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(IQACheckpointError, match="encoderblock_13/mlp/fc2/bias.*\n.*extra"):
+        musiq_params_from_torch(sd, musiq.MUSIQConfig(), "full")
+
+
+def test_missing_weights_message(monkeypatch, tmp_path):
+    monkeypatch.delenv(musiq.ENV_VAR, raising=False)
+    with pytest.raises(
+        MissingWeightError, match="musiq_koniq_ckpt-e95806b9.pth.*ADCSR_MUSIQ_WEIGHTS"
+    ):
+        musiq.create(weights_path=str(tmp_path / "nope.pth"))
+
+
+def _logged(realsr: Path, metric: str) -> dict[str, float]:
+    log = next((realsr / "results_osediff" / "metrics").glob("*.log")).read_text()
+    pat = re.compile(rf"results_osediff/(\S+\.png) \|.*?{metric}: ([0-9.]+)")
+    return {m.group(1): float(m.group(2)) for m in pat.finditer(log)}
+
+
+@pytest.mark.slow
+def test_realsr_log_values(realsr):
+    """Real KonIQ weights vs the per-image pyiqa log of OSEDiff's RealSR outputs (8 images)."""
+    if not os.environ.get(musiq.ENV_VAR):
+        pytest.skip(f"${musiq.ENV_VAR} not set (real MUSIQ KonIQ checkpoint)")
+    from PIL import Image
+
+    metric = musiq.create()
+    logged = _logged(realsr, "MUSIQ")
+    for name in sorted(logged)[:8]:
+        img = (
+            np.asarray(Image.open(realsr / "results_osediff" / name).convert("RGB"), np.float32)
+            / 255
+        )
+        # 1e-3 of the score scale (~0-100): GPU (TF32 convs) vs CPU fp32 noise, as for LPIPS/DISTS.
+        assert abs(metric(img[None])[0] - logged[name]) < 0.1, name
