@@ -1,0 +1,169 @@
+"""Device-side image ops of the Real-ESRGAN degradation: pure, jittable functions on NHWC float32.
+
+* ``filter2d``: BasicSR ``filter2D`` (reflect padding ``k // 2``, one kernel per sample applied to
+  every channel, cross-correlation like ``F.conv2d``).
+* ``gaussian_noise`` / ``poisson_noise``: BasicSR's ``*_pt`` noise generators with the per-sample
+  parameters passed in (they are drawn on the host).
+* ``usm_sharp``: Real-ESRGAN's ``USMSharp`` (used by the ``realesrgan`` preset for its GT).
+* ``quantize_8bit``: the final ``clamp(round(x * 255), 0, 255) / 255``.
+
+Functions that take ``valid`` work on arrays padded to a bucket size: ``valid`` holds the true
+``(height, width)`` of each sample (``(B, 2)`` int32); pixels beyond it are padding and are
+ignored (reflection happens at the true border, statistics only count true pixels).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_HP = jax.lax.Precision.HIGHEST
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale
+
+
+def _reflect_index(n_out: int, pad: int, valid: jax.Array, size: int) -> jax.Array:
+    """Source indices of a reflect-padded axis: ``(B, n_out)`` for per-sample true lengths."""
+    pos = jnp.arange(n_out)[None, :] - pad
+    n = valid[:, None]
+    src = jnp.where(pos < 0, -pos, pos)
+    src = jnp.where(src >= n, 2 * (n - 1) - src, src)
+    return jnp.clip(src, 0, size - 1)
+
+
+def reflect_pad(x: jax.Array, pad: int, valid: jax.Array | None = None) -> jax.Array:
+    """``F.pad(mode='reflect')`` on H and W; with ``valid`` the reflection is at the true border."""
+    b, h, w, _ = x.shape
+    if valid is None:
+        return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    ih = _reflect_index(h + 2 * pad, pad, valid[:, 0], h)
+    iw = _reflect_index(w + 2 * pad, pad, valid[:, 1], w)
+    x = jnp.take_along_axis(x, ih[:, :, None, None], axis=1)
+    return jnp.take_along_axis(x, iw[:, None, :, None], axis=2)
+
+
+def filter2d(x: jax.Array, kernel: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """Filters NHWC ``x`` with ``kernel`` ``(k, k)`` (shared) or ``(B, k, k)`` (per sample)."""
+    b, h, w, c = x.shape
+    k = kernel.shape[-1]
+    if k % 2 != 1 or kernel.shape[-2] != k:
+        raise ValueError(f"filter2d needs a square odd kernel, got {kernel.shape}")
+    kernel = jnp.broadcast_to(kernel.astype(jnp.float32), (b, k, k))
+    xp = reflect_pad(x.astype(jnp.float32), k // 2, valid)
+    # Fold batch into channels: one depthwise conv with a kernel per (sample, channel).
+    lhs = jnp.transpose(xp, (1, 2, 0, 3)).reshape(1, h + k - 1, w + k - 1, b * c)
+    rhs = jnp.repeat(kernel, c, axis=0)  # (b*c, k, k), sample-major like lhs
+    rhs = jnp.transpose(rhs, (1, 2, 0))[:, :, None, :]  # HWIO with I = 1
+    out = jax.lax.conv_general_dilated(
+        lhs,
+        rhs,
+        window_strides=(1, 1),
+        padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=b * c,
+        precision=_HP,
+    )
+    return jnp.transpose(out.reshape(h, w, b, c), (2, 0, 1, 3))
+
+
+def valid_mask(shape: tuple[int, ...], valid: jax.Array) -> jax.Array:
+    """``(B, H, W, 1)`` float mask of the true pixels of a bucket-padded batch."""
+    _, h, w = shape[:3]
+    rows = jnp.arange(h)[None, :] < valid[:, :1]
+    cols = jnp.arange(w)[None, :] < valid[:, 1:2]
+    return (rows[:, :, None] & cols[:, None, :])[..., None].astype(jnp.float32)
+
+
+def rgb_to_gray(x: jax.Array) -> jax.Array:
+    """torchvision ``rgb_to_grayscale`` (one channel kept)."""
+    r, g, b = GRAY_WEIGHTS
+    return (r * x[..., 0:1] + g * x[..., 1:2] + b * x[..., 2:3]).astype(x.dtype)
+
+
+def gaussian_noise(
+    key: jax.Array,
+    x: jax.Array,
+    sigma: jax.Array,
+    gray: jax.Array,
+    shared_gray_field: bool = True,
+) -> jax.Array:
+    """Noise of BasicSR ``generate_gaussian_noise_pt``: ``randn * sigma / 255`` per sample.
+
+    ``sigma`` (B,) is in 0..255 units, ``gray`` (B,) 0/1 picks one channel broadcast to RGB.
+    BasicSR draws its gray field as ``randn(h, w)``, one field for the whole batch scaled per
+    sample; ``shared_gray_field=True`` keeps that, ``False`` draws one field per sample.
+    """
+    b, h, w, c = x.shape
+    # rbg bits: far cheaper to compile than threefry's normal sampler, same distribution.
+    bits = jax.random.bits(key, (4,), jnp.uint32)
+    k_col, k_gray = jax.random.split(jax.random.wrap_key_data(bits, impl="rbg"))
+    s = sigma.astype(jnp.float32).reshape(b, 1, 1, 1) / 255.0
+    color = jax.random.normal(k_col, x.shape, jnp.float32) * s
+    gray_shape = (1, h, w, 1) if shared_gray_field else (b, h, w, 1)
+    gray_noise = jax.random.normal(k_gray, gray_shape, jnp.float32) * s
+    g = gray.astype(jnp.float32).reshape(b, 1, 1, 1)
+    return color * (1 - g) + gray_noise * g
+
+
+def _unique_levels(img255: jax.Array, mask: jax.Array) -> jax.Array:
+    """Per-sample number of distinct values among masked pixels of an image rounded to 0..255."""
+    b = img255.shape[0]
+    ids = img255.astype(jnp.int32).reshape(b, -1) + 256 * jnp.arange(b)[:, None]
+    weights = jnp.broadcast_to(mask, img255.shape).astype(jnp.int32).reshape(b, -1)
+    counts = jax.ops.segment_sum(weights.ravel(), ids.ravel(), num_segments=b * 256)
+    return jnp.sum(counts.reshape(b, 256) > 0, axis=1)
+
+
+def _levels_and_rate(img: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The image rounded to 8 bits and ``vals = 2 ** ceil(log2(#distinct values))`` per sample."""
+    img255 = jnp.clip(jnp.round(img * 255.0), 0, 255)
+    levels = _unique_levels(img255, mask)
+    vals = jnp.exp2(jnp.ceil(jnp.log2(jnp.maximum(levels, 1).astype(jnp.float32))))
+    return img255 / 255.0, vals.reshape(-1, 1, 1, 1)
+
+
+def poisson_noise(
+    key: jax.Array,
+    x: jax.Array,
+    scale: jax.Array,
+    gray: jax.Array,
+    valid: jax.Array | None = None,
+) -> jax.Array:
+    """Noise of BasicSR ``generate_poisson_noise_pt``.
+
+    The image is rounded to 8 bits, ``vals = 2 ** ceil(log2(#distinct values))`` per sample
+    (counted over the true pixels only), ``poisson(img * vals) / vals - img``, times ``scale``;
+    the gray variant does the same on ``rgb_to_grayscale`` and broadcasts it to RGB. Colour and
+    grey fields are drawn in one ``jax.random.poisson`` call (4 channels) to compile it once.
+    """
+    b = x.shape[0]
+    mask = (
+        jnp.ones((b, *x.shape[1:3], 1), jnp.float32)
+        if valid is None
+        else valid_mask(x.shape, valid)
+    )
+    col, vals_c = _levels_and_rate(x, mask)
+    gry, vals_g = _levels_and_rate(rgb_to_gray(x), mask)
+    rounded = jnp.concatenate([col, gry], axis=-1)
+    vals = jnp.concatenate([jnp.broadcast_to(vals_c, (b, 1, 1, 3)), vals_g], axis=-1)
+    counts = jax.random.poisson(key, rounded * vals, dtype=jnp.int32).astype(jnp.float32)
+    noise = counts / vals - rounded
+    g = gray.astype(jnp.float32).reshape(b, 1, 1, 1)
+    noise = noise[..., :3] * (1 - g) + noise[..., 3:] * g
+    return noise * scale.astype(jnp.float32).reshape(b, 1, 1, 1)
+
+
+def usm_sharp(
+    x: jax.Array, kernel: jax.Array, weight: float = 0.5, threshold: float = 10
+) -> jax.Array:
+    """Real-ESRGAN ``USMSharp.forward``: sharpen where the high-pass exceeds ``threshold``/255."""
+    blur = filter2d(x, kernel)
+    residual = x - blur
+    mask = (jnp.abs(residual) * 255 > threshold).astype(jnp.float32)
+    soft = filter2d(mask, kernel)
+    sharp = jnp.clip(x + weight * residual, 0, 1)
+    return soft * sharp + (1 - soft) * x
+
+
+def quantize_8bit(x: jax.Array) -> jax.Array:
+    """``clamp(round(x * 255), 0, 255) / 255`` (round half to even, like ``torch.round``)."""
+    return jnp.clip(jnp.round(x * 255.0), 0, 255) / 255.0
