@@ -78,7 +78,7 @@ def torch_to_flax(
         node = tree
         for part in path:
             node = node.setdefault(part, {})
-        node[leaf] = np.ascontiguousarray(value)
+        node[leaf] = np.array(value, dtype=np.float32, order="C")
     return tree
 
 

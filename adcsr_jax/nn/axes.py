@@ -1,0 +1,83 @@
+"""Logical axis names of every parameter, and the layer constructors that attach them.
+
+Parameters are created through :func:`conv` and :func:`dense` (and the norms in ``norm.py``), whose
+initialisers are wrapped in ``flax.linen.with_logical_partitioning``. ``module.init`` therefore returns
+``nn.Partitioned`` boxes (strip them with ``flax.linen.meta.unbox``); ``module.apply`` accepts plain
+nested dicts of arrays, which is what the weight loaders return. A sharding config maps these names
+to mesh axes (``data``, ``fsdp``, ``tensor``); :func:`adcsr_jax.models.logical_axes` returns the tree
+of logical ``PartitionSpec`` s without allocating anything.
+
+Vocabulary (small on purpose):
+
+=============  =====================================================================
+``conv_h``     conv kernel height (never worth sharding)
+``conv_w``     conv kernel width
+``conv_in``    conv input channels
+``conv_out``   conv output channels (also conv biases)
+``embed``      token width inside transformers and attention (Dense in/out of proj_in,
+               proj_out, to_q/k/v, to_out, the FF input and output)
+``heads``      attention inner width (heads x head_dim): output of to_q/k/v, input of to_out
+``mlp``        feed-forward hidden width (GEGLU projection output, FF output input)
+``context``    encoder (text) width read by cross-attention to_k / to_v
+``time``       time-embedding width
+``norm``       GroupNorm / LayerNorm scale and bias
+=============  =====================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+CONV_KERNEL = ("conv_h", "conv_w", "conv_in", "conv_out")
+
+Padding = str | Sequence[tuple[int, int]]
+
+
+def conv(
+    features: int,
+    kernel_size: int = 3,
+    *,
+    stride: int = 1,
+    padding: Padding | None = None,
+    dtype: Any = jnp.float32,
+    name: str | None = None,
+) -> nn.Conv:
+    """NHWC ``nn.Conv`` with torch-style explicit padding (default ``kernel_size // 2``)."""
+    if padding is None:
+        p = kernel_size // 2
+        padding = ((p, p), (p, p))
+    return nn.Conv(
+        features,
+        (kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=padding,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), CONV_KERNEL),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
+        name=name,
+    )
+
+
+def dense(
+    features: int,
+    axes: tuple[str, str] = ("embed", "embed"),
+    *,
+    use_bias: bool = True,
+    dtype: Any = jnp.float32,
+    name: str | None = None,
+) -> nn.Dense:
+    """``nn.Dense`` whose kernel carries the logical axes ``(in, out)`` and bias ``(out,)``."""
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[1],)),
+        name=name,
+    )

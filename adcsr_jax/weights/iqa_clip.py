@@ -1,0 +1,62 @@
+"""OpenAI CLIP (ModifiedResNet, e.g. ``RN50.pt``) state dict -> Flax params of ``adcsr_jax.eval.clipiqa``.
+
+``RN50.pt`` is a TorchScript archive; ``read_torch_file`` loads it with ``torch.jit.load`` on the
+CPU and takes its ``state_dict()`` (fp16 values, cast to fp32 exactly as pyiqa's ``model.float()``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from adcsr_jax.weights.iqa_common import (
+    IQACheckpointError,
+    check_params,
+    read_torch_file,
+    torch_to_flax,
+)
+
+_META_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def _rename(key: str) -> str:
+    key = re.sub(
+        r"^transformer\.resblocks\.(\d+)\.mlp\.(c_fc|c_proj)\.", r"text.resblocks.\1.mlp_\2.", key
+    )
+    key = re.sub(r"^transformer\.", "text.", key)
+    if key == "token_embedding.weight":
+        return "text.token_embedding"
+    if key in ("positional_embedding", "text_projection") or key.startswith("ln_final."):
+        return "text." + key
+    return key
+
+
+def clip_params_from_torch(
+    state_dict: Mapping[str, np.ndarray], source: str = "<state dict>"
+) -> tuple[dict[str, Any], Any]:
+    """Convert a CLIP ModifiedResNet state dict; returns (params, CLIPConfig read off the shapes)."""
+    from adcsr_jax.eval.clipiqa import CLIPConfig, init_params
+
+    sd = {k: v for k, v in state_dict.items() if k not in _META_KEYS}
+    if "visual.proj" in sd or "visual.layer1.0.conv1.weight" not in sd:
+        raise IQACheckpointError(
+            f"{source}: not a CLIP ModifiedResNet (RN50-style) checkpoint; CLIP-IQA uses RN50"
+        )
+    try:
+        cfg = CLIPConfig.from_state_dict_shapes({k: tuple(np.shape(v)) for k, v in sd.items()})
+    except KeyError as err:
+        raise IQACheckpointError(f"{source}: CLIP key {err} missing") from err
+    params = torch_to_flax({_rename(k): v for k, v in sd.items()})
+    expected = jax.eval_shape(lambda: init_params(cfg))
+    check_params(expected, params, source)
+    return params, cfg
+
+
+def load_clip_params(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Any]:
+    """Read ``RN50.pt`` (TorchScript or plain state dict) and convert it."""
+    return clip_params_from_torch(read_torch_file(path), str(path))

@@ -1,0 +1,127 @@
+"""MANIQA: parity with pyiqa's PyTorch MANIQA (tiny timm ViT + TAB/Swin head with seeded random
+weights; fixtures from scripts/make_iqa_fixtures.py), crop plan, checkpoint-layout checks, and the
+OSEDiff RealSR log when the real PIPAL checkpoint is supplied via $ADCSR_MANIQA_WEIGHTS."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from adcsr_jax.eval import maniqa
+from adcsr_jax.eval.base import MissingWeightError
+from adcsr_jax.weights.iqa_common import IQACheckpointError, seeded_state_dict
+from adcsr_jax.weights.iqa_maniqa import maniqa_params_from_torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOL = 1e-4
+
+
+def tiny_config(data: dict) -> maniqa.MANIQAConfig:
+    cfg = json.loads(str(data["config"]))
+    vit = json.loads(str(data["vit_config"]))
+    return maniqa.MANIQAConfig(
+        embed_dim=cfg["embed_dim"],
+        vit_depth=vit["depth"],
+        vit_heads=vit["num_heads"],
+        vit_mlp=int(vit["embed_dim"] * vit["mlp_ratio"]),
+        depths=tuple(cfg["depths"]),
+        window_size=cfg["window_size"],
+        dim_mlp=cfg["dim_mlp"],
+        num_heads=tuple(cfg["num_heads"]),
+        num_tab=cfg["num_tab"],
+        scale=cfg["scale"],
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    data = dict(np.load(FIXTURES / "maniqa_tiny.npz"))
+    cfg = tiny_config(data)
+    params = maniqa_params_from_torch(seeded_state_dict(data), cfg, "maniqa_tiny.npz")
+    return data, cfg, params
+
+
+def _nhwc(u8: np.ndarray) -> np.ndarray:
+    return u8.transpose(0, 2, 3, 1).astype(np.float32) / 255.0
+
+
+def test_crop_plan_matches_pyiqa_uniform_crop():
+    cfg = maniqa.MANIQAConfig()
+    factor, h, w, offsets = maniqa.crop_plan(512, 512, cfg)
+    assert factor is None and (h, w) == (512, 512)
+    assert len(offsets) == 20 and offsets[:6] == [
+        (0, 0),
+        (0, 72),
+        (0, 144),
+        (0, 216),
+        (0, 288),
+        (72, 0),
+    ]
+    assert offsets[-1] == (216, 288)
+    factor, h, w, _ = maniqa.crop_plan(200, 232, cfg)
+    assert factor == pytest.approx(225 / 200) and (h, w) == (225, 261)
+    assert maniqa.crop_plan(224, 300, cfg)[0] is not None  # pyiqa upsamples when min side <= 224
+
+
+def test_vit_features_match_timm(tiny):
+    data, cfg, params = tiny
+    crop = (_nhwc(data["input_b"])[:, :224, :224] - 0.5) / 0.5
+    feats = maniqa.ViTFeatures(cfg).apply({"params": params["vit"]}, jnp.asarray(crop))
+    np.testing.assert_allclose(np.asarray(feats[0]), data["vit_feature_b0"], atol=TOL, rtol=0)
+
+
+def test_scores_match_pyiqa(tiny):
+    data, cfg, params = tiny
+    metric = maniqa.MANIQA(params, cfg, batch_size=2)
+    for key in ("a", "b"):  # a: 200x232 (bilinear upscale path), b: 240x256
+        got = metric(_nhwc(data[f"input_{key}"]))
+        np.testing.assert_allclose(got, data[f"score_{key}"], atol=TOL, rtol=0)
+
+
+def test_full_size_checkpoint_layout_converts():
+    shapes = json.loads((FIXTURES / "iqa_full_shapes.json").read_text())["maniqa"]
+    sd = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
+    assert "vit.blocks.11.mlp.fc2.weight" in sd and "swintransformer1.downsample.weight" in sd
+    params = maniqa_params_from_torch(sd, maniqa.MANIQAConfig(), "full")
+    assert params["head"]["tablock1_0"]["c_q"]["kernel"].shape == (784, 784)
+    assert params["vit"]["blocks_9"]["attn"]["qkv"]["kernel"].shape == (768, 2304)
+    sd["conv1.weight"] = np.zeros((768, 3072, 3, 3), np.float32)
+    with pytest.raises(
+        IQACheckpointError, match=r"head/conv1/kernel: expected \(1, 1, 3072, 768\)"
+    ):
+        maniqa_params_from_torch(sd, maniqa.MANIQAConfig(), "full")
+
+
+def test_missing_weights_message(monkeypatch):
+    monkeypatch.delenv(maniqa.ENV_VAR, raising=False)
+    with pytest.raises(MissingWeightError, match="MANIQA_PIPAL-ae6d356b.pth.*ADCSR_MANIQA_WEIGHTS"):
+        maniqa.create()
+
+
+def _logged(realsr: Path, metric: str) -> dict[str, float]:
+    log = next((realsr / "results_osediff" / "metrics").glob("*.log")).read_text()
+    pat = re.compile(rf"results_osediff/(\S+\.png) \|.*?{metric}: ([0-9.]+)")
+    return {m.group(1): float(m.group(2)) for m in pat.finditer(log)}
+
+
+@pytest.mark.slow
+def test_realsr_log_values(realsr):
+    """Real PIPAL weights vs the per-image pyiqa log of OSEDiff's RealSR outputs (8 images)."""
+    if not os.environ.get(maniqa.ENV_VAR):
+        pytest.skip(f"${maniqa.ENV_VAR} not set (real MANIQA PIPAL checkpoint)")
+    from PIL import Image
+
+    metric = maniqa.create()
+    logged = _logged(realsr, "MANIQA")
+    for name in sorted(logged)[:8]:
+        img = (
+            np.asarray(Image.open(realsr / "results_osediff" / name).convert("RGB"), np.float32)
+            / 255
+        )
+        assert abs(metric(img[None])[0] - logged[name]) < 1e-3, name
