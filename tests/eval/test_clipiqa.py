@@ -122,3 +122,42 @@ def test_realsr_log_values(realsr):
             / 255
         )
         assert abs(metric(img[None])[0] - logged[name]) < 1e-3, name
+
+
+def test_create_from_torch_file(tiny, tmp_path, monkeypatch):
+    """The user-facing path: a CLIP state dict file named by $ADCSR_CLIP_RN50_WEIGHTS -> scores."""
+    torch = pytest.importorskip("torch")
+    data, _, _ = tiny
+    sd = {k: torch.from_numpy(v).half() for k, v in seeded_state_dict(data).items()}
+    sd["input_resolution"] = torch.tensor(64)  # metadata entries RN50.pt carries
+    path = tmp_path / "clip_tiny.pt"
+    torch.save(sd, path)
+    monkeypatch.setenv(clipiqa.ENV_VAR, str(path))
+    metric = clipiqa.create()
+    assert (metric.name, metric.higher_is_better, metric.needs_reference) == (
+        "clipiqa",
+        True,
+        False,
+    )
+    np.testing.assert_allclose(metric(_nhwc(data["input_b"])), data["score_b"], atol=TOL, rtol=0)
+
+
+def test_read_torchscript_archive(tmp_path):
+    """RN50.pt is a TorchScript archive: read_torch_file takes its state_dict()."""
+    torch = pytest.importorskip("torch")
+    from adcsr_jax.weights.iqa_common import read_torch_file
+
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)).eval()
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(module), str(path))
+    sd = read_torch_file(path)
+    assert set(sd) == {
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+    }
+    np.testing.assert_array_equal(sd["0.weight"], module[0].weight.detach().numpy())

@@ -4,6 +4,7 @@ OSEDiff RealSR log when the real PIPAL checkpoint is supplied via $ADCSR_MANIQA_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -125,3 +126,17 @@ def test_realsr_log_values(realsr):
             / 255
         )
         assert abs(metric(img[None])[0] - logged[name]) < 1e-3, name
+
+
+def test_create_from_torch_file(tiny, tmp_path):
+    """The user-facing path: a torch .pth (here wrapped in 'params') -> create() -> scores."""
+    torch = pytest.importorskip("torch")
+    data, cfg, _ = tiny
+    path = tmp_path / "maniqa_tiny.pth"
+    torch.save(
+        {"params": {k: torch.from_numpy(v) for k, v in seeded_state_dict(data).items()}}, path
+    )
+    opts = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    metric = maniqa.create(weights_path=str(path), **opts)
+    assert (metric.name, metric.higher_is_better, metric.needs_reference) == ("maniqa", True, False)
+    np.testing.assert_allclose(metric(_nhwc(data["input_b"])), data["score_b"], atol=TOL, rtol=0)

@@ -111,3 +111,16 @@ def test_realsr_log_values(realsr):
         )
         # 1e-3 of the score scale (~0-100): GPU (TF32 convs) vs CPU fp32 noise, as for LPIPS/DISTS.
         assert abs(metric(img[None])[0] - logged[name]) < 0.1, name
+
+
+def test_create_from_torch_file(tiny, tmp_path, monkeypatch):
+    """The user-facing path: a torch .pth named by $ADCSR_MUSIQ_WEIGHTS -> create() -> scores."""
+    torch = pytest.importorskip("torch")
+    data, cfg, _ = tiny
+    path = tmp_path / "musiq_tiny.pth"
+    sd = seeded_state_dict(data)
+    torch.save({f"module.{k}": torch.from_numpy(v) for k, v in sd.items()}, path)
+    monkeypatch.setenv(musiq.ENV_VAR, str(path))
+    metric = musiq.create(**json.loads(str(data["config"])))
+    assert (metric.name, metric.higher_is_better, metric.needs_reference) == ("musiq", True, False)
+    np.testing.assert_allclose(metric(_nhwc(data["input_b"])), data["score_b"], atol=TOL, rtol=0)
