@@ -119,9 +119,11 @@ def random_mixed_kernel(
         return bivariate_kernel("gaussian", kernel_size, sig_x, sig_y, theta, isotropic=isotropic)
     if kind.startswith("generalized"):
         beta = _beta(rng, betag_range)
-        return bivariate_kernel("generalized", kernel_size, sig_x, sig_y, theta, beta, isotropic)
+        return bivariate_kernel(
+            "generalized", kernel_size, sig_x, sig_y, theta, beta, isotropic=isotropic
+        )
     beta = _beta(rng, betap_range)
-    return bivariate_kernel("plateau", kernel_size, sig_x, sig_y, theta, beta, isotropic)
+    return bivariate_kernel("plateau", kernel_size, sig_x, sig_y, theta, beta, isotropic=isotropic)
 
 
 def sample_blur_kernel(
