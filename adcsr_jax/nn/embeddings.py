@@ -8,6 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from adcsr_jax.nn.axes import dense
 
@@ -22,8 +23,10 @@ def timestep_embedding(
 ) -> jax.Array:
     """diffusers ``get_timestep_embedding`` in fp32: ``(N,)`` -> ``(N, dim)``, cos first if flipped."""
     half = dim // 2
-    exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift)
-    args = jnp.asarray(timesteps, jnp.float32)[:, None] * jnp.exp(exponent)[None, :]
+    # Frequencies are constants: computed on the host in fp32, in torch's order of operations.
+    exponent = np.float32(-math.log(max_period)) * np.arange(half, dtype=np.float32)
+    freqs = np.exp(exponent / np.float32(half - freq_shift))
+    args = jnp.asarray(timesteps, jnp.float32)[:, None] * jnp.asarray(freqs)[None, :]
     parts = (jnp.cos(args), jnp.sin(args)) if flip_sin_to_cos else (jnp.sin(args), jnp.cos(args))
     emb = jnp.concatenate(parts, axis=-1)
     if dim % 2:
