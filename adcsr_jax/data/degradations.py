@@ -176,13 +176,19 @@ def _ceil16(n: int) -> int:
     return -(-n // 16) * 16
 
 
-def stage1_buckets(size: int, max_scale: float = 1.5) -> tuple[int, ...]:
-    """Bucket sizes (multiples of 16) for the size after the first resize of a ``size`` GT."""
+def stage1_buckets(size: int, max_scale: float = 1.5, min_scale: float = 0.0) -> tuple[int, ...]:
+    """Bucket sizes (multiples of 16) for the size after the first resize of a ``size`` GT.
+
+    Buckets that no size in ``[floor(size * min_scale), floor(size * max_scale)]`` would use
+    are dropped.
+    """
     ratios = (5 / 16, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0, 5 / 4, 3 / 2)
     top = _ceil16(int(math.floor(size * max_scale)))
-    out = {min(_ceil16(int(round(size * r))), top) for r in ratios if r <= max_scale}
-    out.add(top)
-    return tuple(sorted(out))
+    out = sorted(
+        {min(_ceil16(int(round(size * r))), top) for r in ratios if r <= max_scale} | {top}
+    )
+    low = int(math.floor(size * min_scale))
+    return tuple(b for i, b in enumerate(out) if i == len(out) - 1 or out[i] >= low)
 
 
 def _bucket_for(n: int, buckets: Sequence[int]) -> int:
@@ -367,7 +373,7 @@ def device_args(cfg: DegradationConfig, p: dict[str, Any], hw: tuple[int, int]):
     """Turns host parameters into the array arguments of the two programs and the stage-1 bucket."""
     h, w = hw
     b = len(p["q1"])
-    buckets = stage1_buckets(max(h, w), cfg.resize_range[1])
+    buckets = stage1_buckets(max(h, w), cfg.resize_range[1], cfg.resize_range[0])
     bucket1 = max(_bucket_for(max(s), buckets) for s in p["size1"])
     bucket2 = _ceil16(int(max(h, w) / cfg.scale * cfg.resize_range2[1]))
     out_hw = (h // cfg.scale, w // cfg.scale)
