@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,9 @@ def read_torch(path: str | Path, *, allow_unsafe_pickle: bool = False) -> Any:
         torch = None
     if torch is not None:
         try:
-            return _to_numpy(torch.load(path, map_location="cpu", weights_only=True))
+            with warnings.catch_warnings():  # e.g. "pickle protocol 4": we handle failures below
+                warnings.simplefilter("ignore", UserWarning)
+                return _to_numpy(torch.load(path, map_location="cpu", weights_only=True))
         except Exception as e:  # noqa: BLE001 - every failure falls through to the next reader
             errors.append(f"torch.load(weights_only=True): {type(e).__name__}: {e}".split("\n")[0])
     try:

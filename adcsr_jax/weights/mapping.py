@@ -22,6 +22,8 @@ from flax import traverse_util
 from adcsr_jax.weights.errors import CheckpointMismatchError
 
 LEGACY_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out_0"}
+# diffusers module names that really end in _<digit> (not a list index).
+LITERAL_NAMES = frozenset({"linear_1", "linear_2"})
 LDM_MARKERS = ("model.diffusion_model.", "encoder.down.", "decoder.up.", "first_stage_model.")
 
 
@@ -40,7 +42,7 @@ def torch_key_to_path(key: str) -> tuple[tuple[str, ...], str]:
 def path_to_torch_key(path: tuple[str, ...]) -> str:
     """Inverse of :func:`torch_key_to_path` for our own names (``kernel``/``scale`` -> ``weight``)."""
     *modules, leaf = path
-    parts = [re.sub(r"_(\d+)$", r".\1", m) for m in modules]
+    parts = [m if m in LITERAL_NAMES else re.sub(r"_(\d+)$", r".\1", m) for m in modules]
     return ".".join([*parts, "weight" if leaf in ("kernel", "scale") else leaf])
 
 
