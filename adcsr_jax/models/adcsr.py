@@ -133,7 +133,8 @@ def colour_fix(sr: jax.Array, lr: jax.Array) -> jax.Array:
 
 def finish(raw: jax.Array, lr: jax.Array, fix_colour: bool = True) -> jax.Array:
     """Raw network output in [-1, 1] -> final image in [0, 1] (colour fix, then clamp)."""
-    out = colour_fix(raw, lr) if fix_colour else raw.astype(jnp.float32)
+    raw = raw.astype(jnp.float32)
+    out = colour_fix(raw, lr.astype(jnp.float32)) if fix_colour else raw
     return to_unit_range(out)
 
 
