@@ -15,7 +15,10 @@ from collections.abc import Mapping, Sequence
 
 # name -> module path, or name -> {sub-name -> module path}
 COMMANDS: dict[str, str | dict[str, str]] = {
-    "convert": {"metrics": "adcsr_jax.weights.metrics_cli"},
+    "convert": {
+        "metrics": "adcsr_jax.weights.metrics_cli",
+        "adcsr": "adcsr_jax.weights.convert_adcsr_cli",
+    },
     "eval": "adcsr_jax.eval.cli",
     "data": {"prepare": "adcsr_jax.data.cli"},
 }

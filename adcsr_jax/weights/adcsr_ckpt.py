@@ -135,30 +135,26 @@ def official_state_dict(
 
 
 def config_from_state_dict(state_dict: Mapping[str, np.ndarray]) -> AdcSRConfig:
-    """The :class:`AdcSRConfig` whose widths fit a student torch-named state dict.
+    """The known :class:`AdcSRConfig` (``full`` or ``tiny``) whose widths fit a student state dict.
 
-    Widths come from the tensors; heads from the full-size model scaled per block (head_dim 48
-    at full size) are not recoverable from weights, so the released heads (5, 10, 20, 20) are
-    used when the widths are the released ones, else a ``ValueError`` asks for a config.
+    Widths can be read from the tensors, but the number of attention heads cannot; for other
+    widths pass a config explicitly.
     """
     widths = []
-    for i in range(4):
-        key = f"unet.down_blocks.{i}.resnets.0.conv1.weight"
+    for key in [f"unet.down_blocks.{i}.resnets.0.conv1.weight" for i in range(4)] + [
+        f"decoder.up_blocks.{i}.resnets.0.conv1.weight" for i in range(4)
+    ]:
         if key not in state_dict:
             raise CheckpointMismatchError("state dict", "AdcSR", [key])
-        widths.append(int(state_dict[key].shape[0]))
-    dec = []
-    for i in range(4):  # decoder up block i has width decoder_block_out_channels[3 - i]
-        key = f"decoder.up_blocks.{i}.resnets.0.conv1.weight"
-        if key not in state_dict:
-            raise CheckpointMismatchError("state dict", "AdcSR", [key])
-        dec.append(int(state_dict[key].shape[0]))
-    full = AdcSRConfig.full()
-    if tuple(widths) != full.block_out_channels:
-        raise ValueError(
-            f"UNet widths {widths} differ from the released student's; pass an AdcSRConfig"
-        )
-    return full.replace(decoder_block_out_channels=tuple(reversed(dec)))
+        widths.append(int(np.shape(state_dict[key])[0]))
+    unet, dec = tuple(widths[:4]), tuple(reversed(widths[4:]))
+    for config in (AdcSRConfig.full(), AdcSRConfig.tiny()):
+        if config.block_out_channels == unet and config.decoder_block_out_channels == dec:
+            return config
+    raise ValueError(
+        f"UNet widths {unet} / decoder widths {dec} match no known AdcSR config; pass an "
+        "AdcSRConfig (the number of attention heads is not stored in the weights)"
+    )
 
 
 def convert_official(
