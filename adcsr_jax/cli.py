@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 COMMANDS: dict[str, str | dict[str, str]] = {
     "convert": {
         "metrics": "adcsr_jax.weights.metrics_cli",
+        "sd": "adcsr_jax.weights.convert_sd_cli",
         "adcsr": "adcsr_jax.weights.convert_adcsr_cli",
     },
     "eval": "adcsr_jax.eval.cli",

@@ -288,6 +288,22 @@ OUTPUTS: dict[str, Output] = {
 }
 
 
+def _sources(output: Output) -> list[dict[str, str]]:
+    return [
+        {**asdict(m.archive), "member": m.path, "member_sha256": m.sha256} for m in output.sources
+    ]
+
+
+def _up_to_date(path: Path, output: Output, manifest: dict) -> bool:
+    """The file exists, matches its manifest sha256, and was made from the pinned sources."""
+    entry = manifest.get(output.filename, {})
+    return (
+        path.is_file()
+        and entry.get("sources") == _sources(output)
+        and entry.get("sha256") == file_sha256(path)
+    )
+
+
 def prepare_cache(
     cache_dir: str | Path | None = None,
     archive_dir: str | Path | None = None,
@@ -298,13 +314,17 @@ def prepare_cache(
     """Build the metric-weight cache; returns its folder.
 
     ``archive_dir`` holds the pinned archives (downloaded there first when ``download`` is true
-    and they are missing; default ``<cache>/archives``).
+    and they are missing; default ``<cache>/metrics/archives``). Outputs whose file matches the
+    manifest and whose pinned sources are unchanged are kept as they are.
     """
     out_dir = metrics_dir(cache_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     archive_dir = Path(archive_dir) if archive_dir else out_dir / "archives"
     selected = [OUTPUTS[n] for n in (names or OUTPUTS)]
-    needed = {m.archive for o in selected for m in o.sources}
+    manifest_path = out_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    stale = [o for o in selected if not _up_to_date(out_dir / o.filename, o, manifest)]
+    needed = {m.archive for o in stale for m in o.sources}
     if download:
         download_archives(archive_dir, [a for a in ARCHIVES if a in needed])
     members: dict[Member, bytes] = {}
@@ -314,9 +334,10 @@ def prepare_cache(
             members[member] = read_member(member, archive_dir)
         return members[member]
 
-    manifest_path = out_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     for output in selected:
+        if output not in stale:
+            log(f"up to date: {out_dir / output.filename}")
+            continue
         arrays = output.convert(read)
         path = out_dir / output.filename
         tmp = path.with_suffix(".tmp.npz")
@@ -324,10 +345,7 @@ def prepare_cache(
         tmp.replace(path)
         manifest[output.filename] = {
             "sha256": file_sha256(path),
-            "sources": [
-                {**asdict(m.archive), "member": m.path, "member_sha256": m.sha256}
-                for m in output.sources
-            ],
+            "sources": _sources(output),
         }
         log(f"wrote {path} ({len(arrays)} arrays)")
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
