@@ -65,9 +65,14 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def to_device(params: Any) -> Any:
-    """Numpy param tree -> jax arrays (one leaf at a time, so peak host memory stays low)."""
-    return jax.tree.map(jnp.asarray, params)
+def to_device(params: dict[str, Any]) -> dict[str, Any]:
+    """Nested numpy param dict -> jax arrays. Empties ``params`` as it goes, so each numpy leaf
+    is released once copied and a multi-GB tree is never held twice."""
+    out = {}
+    for key in list(params):
+        value = params.pop(key)
+        out[key] = to_device(value) if isinstance(value, dict) else jnp.asarray(value)
+    return out
 
 
 def _resolve(
@@ -118,7 +123,9 @@ def load_unet(
         path, "unet", "UNet2DConditionModel", config, dtype, UNetConfig.from_diffusers
     )
     cfg = dataclasses.replace(cfg or UNetConfig(), dtype=jnp.dtype(dtype).name)
-    params = unet_params_from_torch(read_state_dict(weights), cfg, source=str(weights))
+    params = unet_params_from_torch(
+        read_state_dict(weights), cfg, source=str(weights), consume=True
+    )
     return UNet2D(cfg), to_device(params)
 
 
@@ -131,7 +138,7 @@ def load_vae(
         return load_converted(path, dtype, kind="vae")
     weights, cfg = _resolve(path, "vae", "AutoencoderKL", config, dtype, VAEConfig.from_diffusers)
     cfg = dataclasses.replace(cfg or VAEConfig(), dtype=jnp.dtype(dtype).name)
-    params = vae_params_from_torch(read_state_dict(weights), cfg, source=str(weights))
+    params = vae_params_from_torch(read_state_dict(weights), cfg, source=str(weights), consume=True)
     return AutoencoderKL(cfg), to_device(params)
 
 

@@ -74,17 +74,21 @@ def params_from_torch(
     source: str = "state dict",
     target: str = "network",
     ignore_prefixes: Iterable[str] = (),
+    consume: bool = False,
 ) -> dict[str, Any]:
     """Nested fp32 numpy param dict shaped like ``template`` (abstract params) from torch names.
 
     Raises :class:`CheckpointMismatchError` naming every missing, unexpected and misshapen key.
+    ``consume=True`` pops entries from ``state_dict`` (a dict the caller owns) as they are
+    converted, so a multi-GB checkpoint is not held twice.
     """
     expected = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(template).items()}
     ignore = tuple(ignore_prefixes)
     flat: dict[tuple[str, ...], np.ndarray] = {}
     unexpected: list[str] = []
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
-    for key, value in state_dict.items():
+    for key in list(state_dict):
+        value = state_dict.pop(key) if consume else state_dict[key]
         if ignore and key.startswith(ignore):
             continue
         modules, leaf = torch_key_to_path(key)

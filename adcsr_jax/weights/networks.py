@@ -51,6 +51,7 @@ def unet_params_from_torch(
     *,
     source: str = "state dict",
     ignore_prefixes: Iterable[str] = (),
+    consume: bool = False,
 ) -> dict[str, Any]:
     """UNet params (fp32 numpy) for ``config`` from a diffusers-named state dict."""
     return params_from_torch(
@@ -59,6 +60,7 @@ def unet_params_from_torch(
         source=source,
         target="UNet2D",
         ignore_prefixes=ignore_prefixes,
+        consume=consume,
     )
 
 
@@ -68,6 +70,7 @@ def vae_params_from_torch(
     *,
     source: str = "state dict",
     ignore_prefixes: Iterable[str] = (),
+    consume: bool = False,
 ) -> dict[str, Any]:
     """AutoencoderKL params from a diffusers-named state dict (legacy attention names too)."""
     return params_from_torch(
@@ -76,6 +79,7 @@ def vae_params_from_torch(
         source=source,
         target="AutoencoderKL",
         ignore_prefixes=ignore_prefixes,
+        consume=consume,
     )
 
 
@@ -85,6 +89,7 @@ def decoder_params_from_torch(
     *,
     source: str = "state dict",
     ignore_prefixes: Iterable[str] = (),
+    consume: bool = False,
 ) -> dict[str, Any]:
     """Decoder params (names without the ``decoder.`` prefix) for ``config.decoder_widths``."""
     return params_from_torch(
@@ -93,4 +98,5 @@ def decoder_params_from_torch(
         source=source,
         target="Decoder",
         ignore_prefixes=ignore_prefixes,
+        consume=consume,
     )
