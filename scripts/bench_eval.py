@@ -1,0 +1,155 @@
+"""Benchmark the evaluation metrics on this machine's CPU.
+
+Run by hand (heavy: keep other jobs off the machine):
+
+    flock /tmp/adcsr-heavy.lock .venv/bin/python scripts/bench_eval.py [--pairs 8] [--batch 4] [--full]
+
+Prints images/second for each metric on 512x512 pairs (warm: after compilation; RealSR pairs when
+../shared/data/realsr exists, else random images), the same for plain-torch LPIPS and DISTS
+(the reference forwards of richzhang/PerceptualSimilarity and dingkeyan93/DISTS, same weights,
+same threads) and, with --full, the wall time of the whole RealSR evaluation
+(PSNR, SSIM, LPIPS, DISTS, NIQE and FID over 100 pairs). Needs `adcsr convert metrics` first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+REALSR = REPO.parent / "shared" / "data" / "realsr"
+sys.path.insert(0, str(REPO))  # for tests.eval.torch_reference
+
+
+def _pairs(count: int) -> tuple[np.ndarray, np.ndarray, str]:
+    from adcsr_jax.eval.images import load_image, match_pairs
+
+    if (REALSR / "test_HR").is_dir():
+        pairs = match_pairs(REALSR / "results_osediff", REALSR / "test_HR")[:count]
+        sr = np.stack([load_image(p.sr) for p in pairs])
+        hr = np.stack([load_image(p.hr) for p in pairs])
+        return sr, hr, "RealSR"
+    rng = np.random.default_rng(0)
+    hr = rng.uniform(0, 1, (count, 512, 512, 3)).astype(np.float32)
+    return np.clip(hr + rng.normal(0, 0.05, hr.shape), 0, 1).astype(np.float32), hr, "random"
+
+
+def _rate(fn, sr: np.ndarray, hr: np.ndarray, batch: int, repeats: int) -> float:
+    """Images per second, warm: one untimed pass compiles, then the best of ``repeats``."""
+
+    def once() -> None:
+        for i in range(0, len(sr), batch):
+            np.asarray(fn(sr[i : i + batch], hr[i : i + batch]))
+
+    once()
+    best = min(_timed(once) for _ in range(repeats))
+    return len(sr) / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--full", action="store_true", help="also time the whole RealSR evaluation")
+    parser.add_argument("--skip", nargs="*", default=[], help="metrics to leave out")
+    args = parser.parse_args()
+
+    import jax
+    import torch
+
+    from adcsr_jax.eval import get_metric
+    from adcsr_jax.eval.fid import FIDExtractor, clean_resize
+    from adcsr_jax.weights.metrics import load_weights
+    from tests.eval.torch_reference import torch_dists, torch_lpips
+
+    sr, hr, source = _pairs(args.pairs)
+    print(
+        f"{len(sr)} {source} pairs of {sr.shape[1]}x{sr.shape[2]}, batch {args.batch}, "
+        f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)"
+    )
+    rows: list[tuple[str, float]] = []
+    for name in ("psnr", "ssim", "lpips", "lpips-vgg", "dists", "niqe"):
+        if name in args.skip:
+            continue
+        metric = get_metric(name)
+        fn = (lambda m: lambda a, b: m(a))(metric) if not metric.needs_reference else metric
+        rows.append((f"jax {name}", _rate(fn, sr, hr, args.batch, args.repeats)))
+        print(f"{rows[-1][0]:<18} {rows[-1][1]:8.2f} img/s", flush=True)
+    for net, name in (("alex", "lpips"), ("vgg", "lpips-vgg")):
+        if name in args.skip:
+            continue
+        params = load_weights(f"lpips_{net}")
+        with torch.inference_mode():
+            rows.append(
+                (
+                    f"torch {name}",
+                    _rate(
+                        lambda a, b, p=params, n=net: torch_lpips(p, a, b, n),
+                        sr,
+                        hr,
+                        args.batch,
+                        args.repeats,
+                    ),
+                )
+            )
+        print(f"{rows[-1][0]:<18} {rows[-1][1]:8.2f} img/s", flush=True)
+    if "dists" not in args.skip:
+        params = load_weights("dists")
+        with torch.inference_mode():
+            rows.append(
+                (
+                    "torch dists",
+                    _rate(lambda a, b: torch_dists(params, a, b), sr, hr, args.batch, args.repeats),
+                )
+            )
+        print(f"{rows[-1][0]:<18} {rows[-1][1]:8.2f} img/s", flush=True)
+    if "fid" not in args.skip:
+        extractor = FIDExtractor(batch_size=args.batch)
+        resized = np.stack([clean_resize(np.round(x * 255).astype(np.uint8)) for x in sr])
+        rows.append(
+            (
+                "jax fid features",
+                _rate(lambda a, b: extractor(a), resized, resized, args.batch, args.repeats),
+            )
+        )
+        print(
+            f"{rows[-1][0]:<18} {rows[-1][1]:8.2f} img/s (299x299 inputs, resize excluded)",
+            flush=True,
+        )
+
+    if args.full:
+        from adcsr_jax.eval.evaluator import evaluate
+
+        if not (REALSR / "test_HR").is_dir():
+            print("no RealSR data: skipping the full evaluation")
+            return 0
+        start = time.perf_counter()
+        result = evaluate(
+            REALSR / "results_osediff",
+            REALSR / "test_HR",
+            metrics=["psnr", "ssim", "lpips", "dists", "niqe", "fid"],
+            batch_size=args.batch,
+            progress=False,
+        )
+        wall = time.perf_counter() - start
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in result.summary.items())
+        print(
+            f"full RealSR evaluation (100 pairs, 6 metrics incl. compilation): {wall:.1f} s; {summary}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
