@@ -19,9 +19,12 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "metrics": "adcsr_jax.weights.metrics_cli",
         "sd": "adcsr_jax.weights.convert_sd_cli",
         "adcsr": "adcsr_jax.weights.convert_adcsr_cli",
+        "osediff": "adcsr_jax.weights.convert_osediff_cli",
     },
     "eval": "adcsr_jax.eval.cli",
     "data": {"prepare": "adcsr_jax.data.cli"},
+    "export": "adcsr_jax.export.cli",
+    "profile": "adcsr_jax.export.profile_cli",
 }
 
 

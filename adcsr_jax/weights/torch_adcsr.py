@@ -218,11 +218,12 @@ def sd_alphas_cumprod() -> Any:
 
 def torch_teacher(
     vae: Any, unet: Any, lr: Any, text: Any, noise: Any = None, half_decoder: Any = None
-) -> tuple[Any, Any]:
-    """OSEDiff one step as AdcSR's ``train.py`` runs it, on NCHW LR in [-1, 1].
+) -> dict[str, Any]:
+    """OSEDiff one step as AdcSR's ``train.py`` runs it, on NCHW LR in [-1, 1]; every stage.
 
-    Returns ``(image clamped to [-1, 1], f_T)`` (``f_T`` None without ``half_decoder``); with
-    ``noise`` the latent is ``mean + std * noise`` (``latent_dist.sample()``), else the mean.
+    Returns ``{'z', 'z0', 'image', 'features'}``: scaled latent, closed-form z0, image clamped to
+    [-1, 1], ``f_T`` (None without ``half_decoder``). With ``noise`` the latent is
+    ``mean + std * noise`` (``latent_dist.sample()``), else the mean.
     """
     import torch.nn.functional as F
 
@@ -234,8 +235,119 @@ def torch_teacher(
     alpha = sd_alphas_cumprod()[999]
     eps = unet(z, 999, encoder_hidden_states=text).sample
     z0 = (z - (1 - alpha) ** 0.5 * eps) / alpha**0.5
-    image = vae.decode(z0 / sf).sample.clamp(-1, 1)
-    feats = None
+    out = {"z": z, "z0": z0, "image": vae.decode(z0 / sf).sample.clamp(-1, 1), "features": None}
     if half_decoder is not None:
-        feats = half_decoder.mid_block(half_decoder.conv_in(vae.post_quant_conv(z0 / sf)))
-    return image, feats
+        out["features"] = half_decoder.mid_block(half_decoder.conv_in(vae.post_quant_conv(z0 / sf)))
+    return out
+
+
+TINY_SD_VAE_CONFIG: dict[str, Any] = {
+    "block_out_channels": [32, 32, 64, 64],
+    "layers_per_block": 1,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 64,
+}
+
+_UNET_LORA_GREP = ("to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_in",
+                   "conv_shortcut", "conv_out", "proj_out", "proj_in", "ff.net.2", "ff.net.0.proj")  # fmt: skip
+_VAE_LORA_GREP = ("conv1", "conv2", "conv_in", "conv_shortcut", "conv", "conv_out",
+                  "to_k", "to_q", "to_v", "to_out.0")  # fmt: skip
+
+
+def osediff_lora_targets(unet: Any, vae: Any) -> dict[str, list[str]]:
+    """OSEDiff's LoRA target module names (``initialize_unet`` / ``initialize_vae`` rules)."""
+    enc, dec, others = [], [], []
+    for n, _ in unet.named_parameters():
+        if "bias" in n or "norm" in n:
+            continue
+        for pattern in _UNET_LORA_GREP:
+            if pattern in n and ("down_blocks" in n or "conv_in" in n):
+                enc.append(n.replace(".weight", ""))
+                break
+            if pattern in n and ("up_blocks" in n or "conv_out" in n):
+                dec.append(n.replace(".weight", ""))
+                break
+            if pattern in n:
+                others.append(n.replace(".weight", ""))
+                break
+    vae_enc = []
+    for n, _ in vae.named_parameters():
+        if "bias" in n or "norm" in n:
+            continue
+        for pattern in _VAE_LORA_GREP:
+            in_encoder = pattern in n and "encoder" in n
+            if in_encoder or ("quant_conv" in n and "post_quant_conv" not in n):
+                vae_enc.append(n.replace(".weight", ""))
+    return {"unet_lora_encoder_modules": enc, "unet_lora_decoder_modules": dec,
+            "unet_lora_others_modules": others, "vae_lora_encoder_modules": vae_enc}  # fmt: skip
+
+
+def random_osediff_pkl(unet: Any, vae: Any, rank: int = 4, seed: int = 0) -> dict[str, Any]:
+    """A dict in OSEDiff's ``osediff.pkl`` layout (PEFT names) with random LoRA weights."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    targets = osediff_lora_targets(unet, vae)
+    adapters = {"unet_lora_encoder_modules": "default_encoder",
+                "unet_lora_decoder_modules": "default_decoder",
+                "unet_lora_others_modules": "default_others"}  # fmt: skip
+
+    def pair(module: Any, adapter: str, name: str) -> dict[str, Any]:
+        w = module.weight
+        if w.ndim == 4:
+            a = torch.randn((rank, w.shape[1], *w.shape[2:]), generator=gen) / 4
+            b = torch.randn((w.shape[0], rank, 1, 1), generator=gen) * 0.02
+        else:
+            a = torch.randn((rank, w.shape[1]), generator=gen) / 4
+            b = torch.randn((w.shape[0], rank), generator=gen) * 0.02
+        return {f"{name}.lora_A.{adapter}.weight": a, f"{name}.lora_B.{adapter}.weight": b}
+
+    sd_unet: dict[str, Any] = {}
+    for group, adapter in adapters.items():
+        for name in targets[group]:
+            sd_unet.update(pair(unet.get_submodule(name), adapter, name))
+    sd_unet["conv_in.base_layer.weight"] = unet.conv_in.weight.detach() + 0.01
+    sd_unet["conv_in.base_layer.bias"] = unet.conv_in.bias.detach() - 0.01
+    sd_vae: dict[str, Any] = {}
+    for name in dict.fromkeys(targets["vae_lora_encoder_modules"]):
+        sd_vae.update(pair(vae.get_submodule(name), "default_encoder", name))
+    return {**targets, "rank_unet": rank, "rank_vae": rank,
+            "state_dict_unet": sd_unet, "state_dict_vae": sd_vae}  # fmt: skip
+
+
+def attach_runtime_lora(
+    model: Any, peft_state: dict[str, Any], rank: int, alpha: float = 8.0
+) -> list:
+    """PEFT's unmerged forward on a deep copy's modules: ``out + alpha/r * B(A(x))`` via hooks.
+
+    ``<m>.base_layer.<p>`` entries overwrite the module's own parameter. Returns the hook handles.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    scale = alpha / rank
+    groups: dict[str, dict[str, Any]] = {}
+    for key, value in peft_state.items():
+        if ".base_layer." in key:
+            module_name, param = key.split(".base_layer.")
+            with torch.no_grad():
+                getattr(model.get_submodule(module_name), param).copy_(value)
+            continue
+        module_name, rest = key.split(".lora_")
+        groups.setdefault(module_name, {})[rest[0]] = value
+    handles = []
+    for module_name, ab in groups.items():
+        module = model.get_submodule(module_name)
+
+        def hook(mod: Any, inputs: Any, out: Any, a: Any = ab["A"], b: Any = ab["B"]) -> Any:
+            x = inputs[0]
+            if isinstance(mod, torch.nn.Conv2d):
+                h = F.conv2d(x, a, stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
+                return out + scale * F.conv2d(h, b)
+            return out + scale * F.linear(F.linear(x, a), b)
+
+        handles.append(module.register_forward_hook(hook))
+    return handles
