@@ -205,12 +205,12 @@ def abstract_params(config: AdcSRConfig, lr_size: int = 32) -> Any:
     return nn.meta.unbox(variables)["params"]
 
 
-def init_student(config: AdcSRConfig, seed: int = 0) -> tuple[AdcSR, dict[str, Any]]:
-    """The module and random fp32 params (plain nested dict of jax arrays).
+def random_params(template: Any, seed: int = 0) -> Any:
+    """Random fp32 params shaped like an abstract ``template`` (filled on the host with numpy).
 
     Kernels ~ N(0, 1/fan_in) (variance-preserving), biases ~ N(0, 0.02), norm scales
-    1 + N(0, 0.02): filled on the host with numpy, because compiling Flax's ``init`` for this
-    network takes minutes on a CPU while the shapes alone are instant.
+    1 + N(0, 0.02). Compiling Flax's ``init`` for these networks takes minutes on a CPU, while
+    the shapes alone are instant.
     """
     rng = np.random.default_rng(seed)
 
@@ -226,7 +226,12 @@ def init_student(config: AdcSRConfig, seed: int = 0) -> tuple[AdcSR, dict[str, A
             value = 0.02 * rng.standard_normal(shape, np.float32)
         return jnp.asarray(value, jnp.float32)
 
-    return AdcSR(config), jax.tree_util.tree_map_with_path(fill, abstract_params(config))
+    return jax.tree_util.tree_map_with_path(fill, template)
+
+
+def init_student(config: AdcSRConfig, seed: int = 0) -> tuple[AdcSR, dict[str, Any]]:
+    """The module and random fp32 params (see :func:`random_params`)."""
+    return AdcSR(config), random_params(abstract_params(config), seed)
 
 
 def count_params(tree: Any) -> int:

@@ -55,32 +55,40 @@ def torch_half_decoder(config: dict[str, Any] | None = None, seed: int = 0) -> A
 
 
 def _slice_module(module: Any, ratio: float) -> Any:
-    """A sliced copy of one Conv2d / Linear / GroupNorm / LayerNorm (AdcSR's ``halve_channels``)."""
+    """A sliced copy of one Conv2d / Linear / GroupNorm / LayerNorm (AdcSR's ``halve_channels``).
+
+    From a module on the ``meta`` device the copy keeps torch's fresh random init (benchmarks).
+    """
     import torch
     from torch import nn
 
+    weight = getattr(module, "weight", None)
+    if weight is not None and weight.is_meta:
+        copy_ = lambda dst, src: None  # noqa: E731
+    else:
+        copy_ = lambda dst, src: dst.copy_(src)  # noqa: E731
     with torch.no_grad():
         if isinstance(module, nn.Conv2d):
             i, o = pruned(module.in_channels, ratio), pruned(module.out_channels, ratio)
             new = nn.Conv2d(i, o, module.kernel_size, module.stride, module.padding,
                             module.dilation, module.groups, module.bias is not None)  # fmt: skip
-            new.weight.copy_(module.weight[:o, :i])
+            copy_(new.weight, module.weight[:o, :i])
         elif isinstance(module, nn.Linear):
             i, o = pruned(module.in_features, ratio), pruned(module.out_features, ratio)
             new = nn.Linear(i, o, bias=module.bias is not None)
-            new.weight.copy_(module.weight[:o, :i])
+            copy_(new.weight, module.weight[:o, :i])
         elif isinstance(module, nn.GroupNorm):
             o = pruned(module.num_channels, ratio)
             new = nn.GroupNorm(adcsr_groups(o), o, eps=module.eps, affine=module.affine)
-            new.weight.copy_(module.weight[:o])
+            copy_(new.weight, module.weight[:o])
         elif isinstance(module, nn.LayerNorm):
             o = pruned(module.normalized_shape[0], ratio)
             new = nn.LayerNorm(o, eps=module.eps, elementwise_affine=module.elementwise_affine)
-            new.weight.copy_(module.weight[:o])
+            copy_(new.weight, module.weight[:o])
         else:
             return module
         if getattr(module, "bias", None) is not None:
-            new.bias.copy_(module.bias[:o])
+            copy_(new.bias, module.bias[:o])
     return new
 
 
@@ -98,15 +106,20 @@ def prune_torch_unet(unet: Any, ratio: float = 0.75, features: int = 256) -> Any
     width = unet.conv_in.out_channels
     n_in = math.ceil(12 / ratio)
     n_out = math.ceil(features / ratio)
+    meta = unet.conv_in.weight.is_meta
     with torch.no_grad():
         conv_in = nn.Conv2d(n_in, width, 3, padding=1)
-        reps = math.ceil(n_in / unet.conv_in.in_channels)
-        conv_in.weight.copy_(unet.conv_in.weight.repeat(1, reps, 1, 1)[:, :n_in])
-        conv_in.bias.copy_(unet.conv_in.bias)
-        conv_out = nn.Conv2d(unet.conv_out.in_channels, n_out, 3, padding=1)
-        reps = math.ceil(n_out / unet.conv_out.out_channels)
-        conv_out.weight.copy_(unet.conv_out.weight.repeat(reps, 1, 1, 1)[:n_out])
-        conv_out.bias.copy_(unet.conv_out.bias.repeat(reps)[:n_out])
+    if not meta:
+        with torch.no_grad():
+            reps = math.ceil(n_in / unet.conv_in.in_channels)
+            conv_in.weight.copy_(unet.conv_in.weight.repeat(1, reps, 1, 1)[:, :n_in])
+            conv_in.bias.copy_(unet.conv_in.bias)
+    conv_out = nn.Conv2d(unet.conv_out.in_channels, n_out, 3, padding=1)
+    if not meta:
+        with torch.no_grad():
+            reps = math.ceil(n_out / unet.conv_out.out_channels)
+            conv_out.weight.copy_(unet.conv_out.weight.repeat(reps, 1, 1, 1)[:n_out])
+            conv_out.bias.copy_(unet.conv_out.bias.repeat(reps)[:n_out])
     unet.conv_in, unet.conv_out = conv_in, conv_out
     for module in list(unet.modules()):
         if isinstance(module, ResnetBlock2D):
