@@ -62,6 +62,7 @@ class PipelineConfig:
     prefetch: int = 2
     num_workers: int = 4  # decode threads
     min_image_size: int = 8
+    degrade_on_local_devices: bool = True  # split the local batch over this host's devices
     max_bad_fraction: float = 0.5  # give up only if (nearly) everything is unreadable
 
 
@@ -148,7 +149,9 @@ class DataIterator(Iterator[dict[str, Any]]):
             if isinstance(degradation, Degrader):
                 self.degrader = degradation  # shared (its compiled programs are reused)
             else:
-                self.degrader = Degrader(degradation or get_preset(config.degradation))
+                self.degrader = Degrader(
+                    degradation or get_preset(config.degradation), self._local_sharding()
+                )
             dcfg = self.degrader.config
             if config.crop % (4 * dcfg.scale):
                 raise ValueError(f"crop {config.crop} must be a multiple of {4 * dcfg.scale}")
@@ -163,6 +166,21 @@ class DataIterator(Iterator[dict[str, Any]]):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._state = self._snapshot()
+
+    def _local_sharding(self) -> jax.sharding.NamedSharding | None:
+        """Batch axis over this host's devices, when there are several and the batch divides."""
+        devices = jax.local_devices()
+        if not self.config.degrade_on_local_devices or len(devices) < 2:
+            return None
+        if self.local_batch % len(devices):
+            log.warning(
+                "local batch %d not divisible by %d local devices: degrading on one device",
+                self.local_batch,
+                len(devices),
+            )
+            return None
+        mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+        return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
 
     # ------------------------------------------------------------------ sample -> file, crop
     def _rng(self, tag: int, *ids: int) -> np.random.Generator:

@@ -225,3 +225,46 @@ def test_core_data_modules_import_without_tensorflow_or_torch():
         "import adcsr_jax.data.cli, adcsr_jax.train.mesh\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.slow
+def test_degradation_split_over_local_devices(image_dir):
+    """8 (fake) local devices: the sharded programs give the unsharded result (noise off)."""
+    cfg = D.get_preset(
+        "adcsr",
+        gaussian_noise_prob=1.0,
+        gaussian_noise_prob2=1.0,
+        noise_range=(0.0, 0.0),
+        noise_range2=(0.0, 0.0),
+        pool_size=0,
+    )
+    n = jax.local_device_count()
+    outs = []
+    for local in (True, False):
+        it = _it(image_dir, seed=2, batch_size=n, degradation=cfg, degrade_on_local_devices=local)
+        assert (it.degrader.sharding is not None) == (local and n > 1)
+        outs.append(next(it))
+    assert outs[0]["lr"].shape == (n, 8, 8, 3)
+    np.testing.assert_array_equal(outs[0]["gt"], outs[1]["gt"])
+    assert np.abs(outs[0]["lr"] - outs[1]["lr"]).max() <= 1 / 255 + 1e-6
+
+
+@pytest.mark.slow
+def test_full_size_stage2_pipeline(tmp_path):
+    """AdcSR's setting: 512 crops of real photos, batch 12, LR 128, values in [0, 1], seeded."""
+    from adcsr_jax.data.sample_set import write_sample_images
+
+    write_sample_images(tmp_path)
+    deg = D.Degrader("adcsr")
+    cfg = PipelineConfig(batch_size=12, crop=512, seed=0, prefetch=1, pool_size=24)
+    firsts = []
+    for _ in range(2):
+        it = DataIterator(str(tmp_path), cfg, process_index=0, process_count=1, degradation=deg)
+        firsts.append([next(it) for _ in range(3)])
+        it.close()
+    b = firsts[0][2]  # a batch out of the (full) pool
+    assert b["gt"].shape == (12, 512, 512, 3) and b["lr"].shape == (12, 128, 128, 3)
+    for k in ("gt", "lr"):
+        assert b[k].dtype == np.float32 and b[k].min() >= 0 and b[k].max() <= 1
+        for x, y in zip(firsts[0], firsts[1]):
+            np.testing.assert_array_equal(x[k], y[k])
