@@ -22,6 +22,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "osediff": "adcsr_jax.weights.convert_osediff_cli",
     },
     "eval": "adcsr_jax.eval.cli",
+    "infer": "adcsr_jax.infer_cli",
     "data": {"prepare": "adcsr_jax.data.cli"},
     "export": "adcsr_jax.export.cli",
     "profile": "adcsr_jax.export.profile_cli",
