@@ -123,6 +123,39 @@ def test_cli_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "unmatched images" in capsys.readouterr().err
 
 
+def test_cli_eval_model_super_resolves_the_dataset_first(tmp_path: Path, monkeypatch) -> None:
+    infer = pytest.importorskip("adcsr_jax.infer")
+    root = tmp_path / "RealSR"
+    sr, hr, lr = _write_set(root, ["a", "b"], size=(32, 32))
+    lr.rename(root / "LR")
+    hr.rename(root / "HR")
+    calls = []
+
+    def fake_super_resolve(weights, input_dir, output_dir, **options):
+        calls.append((Path(weights), Path(input_dir)))
+        for path in sorted(Path(input_dir).iterdir()):
+            small = Image.open(path)
+            small.resize((32, 32), Image.BICUBIC).save(Path(output_dir) / f"{path.stem}.png")
+        return infer.Report()
+
+    monkeypatch.setattr(infer, "super_resolve_folder", fake_super_resolve)
+    work = tmp_path / "w"
+    args = [
+        "eval",
+        "--model",
+        str(tmp_path / "student"),
+        "--dataset",
+        str(root),
+        "--metrics",
+        "psnr",
+    ]
+    assert cli.main([*args, "--workdir", str(work), "--no-progress"]) == 0
+    assert calls == [(tmp_path / "student", root / "LR")]
+    assert sorted(p.name for p in (work / "sr").iterdir()) == ["a.png", "b.png"]
+    assert "RealSR" in (work / "summary.md").read_text()
+    assert cli.main(["eval", "--model", "x", "--dataset", str(tmp_path / "nothing")]) == 1
+
+
 @pytest.mark.slow
 def test_full_realsr_evaluation_reproduces_the_log(
     tmp_path: Path, realsr: Path, metric_cache: Path, osediff_log
