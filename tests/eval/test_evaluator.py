@@ -174,8 +174,8 @@ def test_full_realsr_evaluation_reproduces_the_log(
     for name, values in result.per_image.items():
         for metric, t in tol.items():
             assert values[metric] == pytest.approx(log[name][metric], abs=t), (name, metric)
-    for metric in ("psnr", "ssim", "lpips", "dists", "niqe"):
-        assert result.summary[metric] == pytest.approx(
-            averages[metric], abs=2e-4 if metric != "niqe" else 5e-3
-        )
+    # the log's averages have 4 decimals (+-5e-5), plus the port's own per-image error
+    avg_tol = {"psnr": 6e-5, "ssim": 6e-5, "lpips": 1e-4, "dists": 1e-4, "niqe": 3e-3}
+    for metric, t in avg_tol.items():
+        assert result.summary[metric] == pytest.approx(averages[metric], abs=t), metric
     assert result.summary["fid"] == pytest.approx(123.4938, abs=0.1)

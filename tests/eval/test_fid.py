@@ -1,5 +1,6 @@
-"""FID: the Frechet distance, the clean resize, the JAX Inception against the shipped TorchScript
-module (same input, shipped and random weights), and FID 123.49 on RealSR (slow)."""
+"""FID: the Frechet distance, the clean resize, and the JAX Inception against the shipped
+TorchScript module (same input, shipped and random weights). FID 123.49 on RealSR is checked by
+the slow evaluator test (tests/eval/test_evaluator.py)."""
 
 from __future__ import annotations
 
@@ -97,13 +98,3 @@ def test_inception_matches_torchscript_with_random_weights(torchscript_inception
     np.testing.assert_allclose(
         got, want, atol=1e-4 * max(1.0, float(np.abs(want).max())), rtol=1e-4
     )
-
-
-@pytest.mark.slow
-def test_golden_fid_realsr(metric_cache, realsr, osediff_log) -> None:
-    from adcsr_jax.eval.fid import fid_folders
-
-    _, averages = osediff_log
-    value = fid_folders(realsr / "results_osediff", realsr / "test_HR", weights_dir=metric_cache)
-    assert value == pytest.approx(123.4938, abs=0.1)
-    assert averages.get("fid", 123.493817) == pytest.approx(123.4938, abs=1e-3)

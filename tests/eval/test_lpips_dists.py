@@ -8,7 +8,6 @@ import pytest
 
 from adcsr_jax.eval.dists import DISTS, dists_distance
 from adcsr_jax.eval.lpips import LPIPS, lpips_distance
-from tests.eval.conftest import load_realsr
 
 torch = pytest.importorskip("torch")
 from tests.eval.torch_reference import random_params as _random_params  # noqa: E402
@@ -77,17 +76,3 @@ def test_golden_lpips_dists_on_ten_realsr_images(metric_cache, golden10, osediff
         got = np.concatenate([fn(sr[i : i + 5], hr[i : i + 5]) for i in (0, 5)])
         want = np.array([log[n][metric] for n in names])
         np.testing.assert_allclose(got, want, atol=1e-3, err_msg=metric)
-
-
-@pytest.mark.slow
-def test_golden_lpips_dists_all_realsr_and_averages(metric_cache, realsr, osediff_log) -> None:
-    from adcsr_jax.eval import get_metric
-
-    log, averages = osediff_log
-    names, sr, hr = load_realsr(realsr, None)
-    for metric in ("lpips", "dists"):
-        fn = get_metric(metric, weights_dir=metric_cache)
-        got = np.concatenate([fn(sr[i : i + 4], hr[i : i + 4]) for i in range(0, 100, 4)])
-        want = np.array([log[n][metric] for n in names])
-        np.testing.assert_allclose(got, want, atol=1e-3, err_msg=metric)
-        assert abs(got.mean() - averages[metric]) <= 2e-4, metric

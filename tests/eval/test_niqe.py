@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from adcsr_jax.eval.matlab import fspecial_gaussian, imresize_matrix
-from tests.eval.conftest import load_realsr
 
 
 def test_imresize_half_reproduces_linear_ramps_inside_and_constants_everywhere() -> None:
@@ -41,16 +40,3 @@ def test_golden_niqe_on_ten_realsr_images(metric_cache, golden10, osediff_log) -
     got = get_metric("niqe", weights_dir=metric_cache)(sr)
     want = np.array([log[n]["niqe"] for n in names])
     np.testing.assert_allclose(got, want, atol=0.02)
-
-
-@pytest.mark.slow
-def test_golden_niqe_all_realsr_and_average(metric_cache, realsr, osediff_log) -> None:
-    from adcsr_jax.eval import get_metric
-
-    log, averages = osediff_log
-    names, sr, _ = load_realsr(realsr, None)
-    fn = get_metric("niqe", weights_dir=metric_cache)
-    got = np.concatenate([fn(sr[i : i + 10]) for i in range(0, 100, 10)])
-    want = np.array([log[n]["niqe"] for n in names])
-    np.testing.assert_allclose(got, want, atol=0.02)
-    assert abs(got.mean() - averages["niqe"]) <= 5e-3
