@@ -55,9 +55,14 @@ class OSEDiffLoRA:
     vae_modules: list[str]
 
 
-def read_osediff_lora(path: str | Path, *, allow_unsafe_pickle: bool = False) -> OSEDiffLoRA:
-    """Read OSEDiff's ``osediff.pkl`` (PEFT LoRA layout); errors name the file and missing keys."""
-    obj = read_torch(path, allow_unsafe_pickle=allow_unsafe_pickle)
+def read_osediff_lora(
+    path: str | Path, *, allow_unsafe_pickle: bool = False, loaded: Any = None
+) -> OSEDiffLoRA:
+    """Read OSEDiff's ``osediff.pkl`` (PEFT LoRA layout); errors name the file and missing keys.
+
+    ``loaded``: the file's already-unpickled content (to avoid reading a large file twice).
+    """
+    obj = read_torch(path, allow_unsafe_pickle=allow_unsafe_pickle) if loaded is None else loaded
     if not isinstance(obj, Mapping) or any(k not in obj for k in OSEDIFF_KEYS):
         have = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointReadError(
@@ -158,17 +163,19 @@ def read_sd21(folder: str | Path) -> tuple[UNetConfig, dict, VAEConfig, dict]:
 
 
 def read_merged_osediff(
-    path: str | Path, *, allow_unsafe_pickle: bool = False
+    path: str | Path, *, allow_unsafe_pickle: bool = False, loaded: Any = None
 ) -> tuple[dict, dict]:
     """``(unet, vae)`` state dicts of AdcSR's merged ``{"vae", "unet"}`` ``osediff.pkl``."""
-    obj = read_torch(path, allow_unsafe_pickle=allow_unsafe_pickle)
+    obj = read_torch(path, allow_unsafe_pickle=allow_unsafe_pickle) if loaded is None else loaded
     if not isinstance(obj, Mapping) or not {"vae", "unet"} <= set(obj):
         have = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointReadError(
             f"{path}: not AdcSR's merged osediff.pkl (needs 'vae' and 'unet', found {have})"
         )
-    to_np = lambda d: {k: np.asarray(v) for k, v in d.items()}  # noqa: E731
-    return to_np(obj["unet"]), to_np(obj["vae"])
+    return (
+        {k: np.asarray(v) for k, v in obj["unet"].items()},
+        {k: np.asarray(v) for k, v in obj["vae"].items()},
+    )
 
 
 def teacher_state_dict(
@@ -214,25 +221,27 @@ def convert_osediff(
     from adcsr_jax.weights.adcsr_ckpt import read_half_decoder
 
     obj = read_torch(lora_file, allow_unsafe_pickle=allow_unsafe_pickle)
-    is_merged = isinstance(obj, Mapping) and {"vae", "unet"} <= set(obj)
-    del obj
-    if is_merged:
-        unet_sd, vae_sd = read_merged_osediff(lora_file, allow_unsafe_pickle=allow_unsafe_pickle)
+    if isinstance(obj, Mapping) and {"vae", "unet"} <= set(obj):
+        unet_sd, vae_sd = read_merged_osediff(lora_file, loaded=obj)
+        del obj
         if sd21 is not None:
             unet_cfg, _, vae_cfg, _ = read_sd21(sd21)
         else:
             unet_cfg, vae_cfg = UNetConfig(), VAEConfig()
     else:
+        lora = read_osediff_lora(lora_file, loaded=obj)
+        del obj
         if sd21 is None:
             raise ValueError(f"{lora_file} holds LoRA weights only: pass the SD 2.1-base folder")
-        lora = read_osediff_lora(lora_file, allow_unsafe_pickle=allow_unsafe_pickle)
         unet_cfg, unet_base, vae_cfg, vae_base = read_sd21(sd21)
-        unet_sd = merge_peft_state_dict(unet_base, lora.unet, lora.rank_unet, alpha=alpha,
-                                        expected_modules=lora.unet_modules,
-                                        source=f"{lora_file} (state_dict_unet)")  # fmt: skip
-        vae_sd = merge_peft_state_dict(vae_base, lora.vae, lora.rank_vae, alpha=alpha,
-                                       expected_modules=lora.vae_modules,
-                                       source=f"{lora_file} (state_dict_vae)")  # fmt: skip
+        unet_sd = merge_peft_state_dict(
+            unet_base, lora.unet, lora.rank_unet, alpha=alpha,
+            expected_modules=lora.unet_modules, source=f"{lora_file} (state_dict_unet)",
+        )  # fmt: skip
+        vae_sd = merge_peft_state_dict(
+            vae_base, lora.vae, lora.rank_vae, alpha=alpha,
+            expected_modules=lora.vae_modules, source=f"{lora_file} (state_dict_vae)",
+        )  # fmt: skip
     half_sd, half_cfg = None, None
     if half_decoder is not None:
         half_sd = read_half_decoder(half_decoder, allow_unsafe_pickle=allow_unsafe_pickle)
