@@ -1,0 +1,104 @@
+"""Export the student to TFLite (fp32 / fp16 / W8A16) or ONNX (fp32 / fp16) and check it.
+
+The file takes LR images in [0, 1] (NHWC float32, fixed size, batch 1 or dynamic) and returns
+the x4 SR image in [0, 1]. After writing, it is run on real LR images and compared with JAX
+(fp32: max abs error <= 1e-4 of the output range; W8A16: PSNR, target >= 35 dB), and its size,
+CPU latency and peak memory are printed. Example:
+
+    adcsr export --weights converted/adcsr --format tflite --precision w8a16 \\
+        --calib ../shared/data/realsr/test_LR --out adcsr_w8a16.tflite
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", help="converted student folder (`adcsr convert adcsr`)")
+    parser.add_argument(
+        "--init",
+        choices=("full", "tiny"),
+        help="without --weights: export a freshly initialised student of this size",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for --init")
+    parser.add_argument("--format", choices=("tflite", "onnx"), required=True)
+    parser.add_argument("--precision", choices=("fp32", "fp16", "w8a16"), default="fp32")
+    parser.add_argument("--out", required=True, help="output file (.tflite / .onnx)")
+    parser.add_argument("--lr-size", type=int, default=128, help="LR height = width (default 128)")
+    parser.add_argument("--dynamic-batch", action="store_true", help="batch dimension left open")
+    parser.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc", help="ONNX I/O")
+    parser.add_argument(
+        "--no-colour-fix", action="store_true", help="leave AdcSR's colour fix out of the graph"
+    )
+    parser.add_argument(
+        "--calib", help="folder of LR images: W8A16 calibration and the accuracy check"
+    )
+    parser.add_argument("--calib-count", type=int, default=8, help="calibration images (8)")
+    parser.add_argument("--check-count", type=int, default=4, help="images for the check (4)")
+    parser.add_argument("--no-measure", action="store_true", help="skip latency / memory")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs for the median")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from adcsr_jax.export import calibration, models, pipeline, verify
+
+    if args.weights is None and args.init is None:
+        print(
+            "adcsr export: give --weights DIR (or --init full|tiny for random weights)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.format == "onnx" and args.precision == "w8a16":
+        print(
+            "adcsr export: ONNX W8A16 runs on Qualcomm AI Hub: export --precision fp32 and use "
+            "`adcsr profile --precision w8a16`",
+            file=sys.stderr,
+        )
+        return 2
+    if args.precision == "w8a16" and not args.calib:
+        print("adcsr export: --precision w8a16 needs --calib DIR (LR images)", file=sys.stderr)
+        return 2
+    model = models.load(
+        "student", args.weights, args.init or "full", args.seed, not args.no_colour_fix
+    )
+    print(f"[export] {model.description}")
+    calib = check = None
+    if args.calib:
+        calib = calibration.from_folder(args.calib, args.lr_size, args.calib_count)
+        check = calibration.from_folder(
+            args.calib, args.lr_size, args.check_count, offset=args.calib_count
+        )
+    else:
+        rng = np.random.default_rng(0)
+        check = [rng.uniform(0, 1, (1, args.lr_size, args.lr_size, 3)).astype(np.float32)]
+        print("[export] no --calib: checking on a random image")
+    result = pipeline.export_and_check(
+        model,
+        args.format,
+        args.precision,
+        args.out,
+        check,
+        args.lr_size,
+        args.dynamic_batch,
+        args.layout,
+        calib,
+        measure=not args.no_measure,
+        runs=args.runs,
+    )
+    acc = result.accuracy
+    if acc is not None and args.precision == "fp32" and not acc.passes_fp32():
+        print(
+            f"[export] FAILED: fp32 error {acc.rel_max_abs:.2e} of range > {verify.FP32_REL_TOL}",
+            file=sys.stderr,
+        )
+        return 1
+    if acc is not None and args.precision == "w8a16" and acc.psnr < verify.W8A16_PSNR_TARGET:
+        print(f"[export] warning: W8A16 PSNR {acc.psnr:.1f} dB < {verify.W8A16_PSNR_TARGET} dB")
+    from adcsr_jax.export.report import table
+
+    print(table([result]))
+    return 0
