@@ -138,6 +138,7 @@ def test_output_names_and_truncation() -> None:
     assert to_uint8(np.array([0.999, 1.0, 0.0039])).tolist() == [254, 255, 0]
 
 
+@pytest.mark.slow  # one more compile (bf16); the benchmark checks bf16 at full size
 def test_bfloat16_option(student) -> None:
     module, params = student
     lr = _rgb(32, 32, 30)[None].astype(np.float32) / 255

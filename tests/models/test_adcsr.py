@@ -124,6 +124,7 @@ def test_config_round_trip() -> None:
     assert AdcSRConfig.full().unet_config().block_out_channels == (240, 480, 960, 960)
 
 
+@pytest.mark.slow  # one more compile (bf16); the benchmark checks bf16 at full size
 def test_bfloat16_compute_is_close_to_fp32(tiny_pair, fp32_outputs) -> None:
     _, _, config, params = tiny_pair
     bf16 = jax.jit(AdcSR(config.replace(dtype="bfloat16")).apply)({"params": params}, X)
