@@ -31,6 +31,11 @@ def main() -> int:
     )
     parser.add_argument("--weights", help="converted student folder; default: random init")
     parser.add_argument("--size", choices=("full", "tiny"), default="full")
+    parser.add_argument("--teacher-weights", help="converted OSEDiff folder; default: random init")
+    parser.add_argument(
+        "--models", default="student", help="comma list of student,teacher (teacher: heavy)"
+    )
+    parser.add_argument("--no-augment", action="store_true", help="calibrate on images only")
     parser.add_argument("--lr", required=True, help="folder of LR images (calibration + check)")
     parser.add_argument(
         "--out", required=True, help="output folder (files, table.md, results.json)"
@@ -46,26 +51,42 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from adcsr_jax.export import calibration, models, pipeline
-    from adcsr_jax.export.report import table
+    from adcsr_jax.export import calibration, models
+    from adcsr_jax.export.verify import int8_weight_floor
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    model = models.load("student", args.weights, args.size)
-    print(f"[bench] {model.description} ({time.perf_counter() - start:.0f} s)", flush=True)
     calib = calibration.from_folder(args.lr, args.lr_size, args.calib_count)
+    if not args.no_augment:
+        calib = calibration.augment(calib)
     check = calibration.from_folder(
         args.lr, args.lr_size, args.check_count, offset=args.calib_count
     )
     rows = []
+    for name in args.models.split(","):
+        weights = args.weights if name == "student" else args.teacher_weights
+        model = models.load(name, weights, args.size)
+        print(f"[bench] {model.description} ({time.perf_counter() - start:.0f} s)", flush=True)
+        floor = int8_weight_floor(model.apply, model.params, check)
+        print(f"[bench] {name}: int8 weights alone vs JAX: {floor.summary()}", flush=True)
+        rows += _run_exports(model, args, out, calib, check, rows)
+    print(f"[bench] total {time.perf_counter() - start:.0f} s", flush=True)
+    return 0
+
+
+def _run_exports(model, args, out, calib, check, previous) -> list:
+    from adcsr_jax.export import models, pipeline
+    from adcsr_jax.export.report import table
+
+    rows = []
     for item in args.exports.split(","):
         fmt, precision = item.split(":")
         suffix = "tflite" if fmt == "tflite" else "onnx"
-        path = out / f"student_{precision}.{suffix}"
+        path = out / f"{model.name}_{precision}.{suffix}"
         try:
             row = pipeline.export_and_check(
-                model,
+                models.for_precision(model, precision),
                 fmt,
                 precision,
                 path,
@@ -81,14 +102,14 @@ def main() -> int:
             )
             continue
         rows.append(row)
-        text = table(rows)
+        every = [*previous, *rows]
+        text = table(every)
         (out / "table.md").write_text(text + "\n")
         (out / "results.json").write_text(
-            json.dumps([dataclasses.asdict(r) for r in rows], indent=2, default=str) + "\n"
+            json.dumps([dataclasses.asdict(r) for r in every], indent=2, default=str) + "\n"
         )
         print(text, flush=True)
-    print(f"[bench] total {time.perf_counter() - start:.0f} s", flush=True)
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Export the student to TFLite (fp32 / fp16 / W8A16) or ONNX (fp32 / fp16) and check it.
+"""Export the student (or teacher) to TFLite (fp32 / fp16 / W8A16) or ONNX (fp32 / fp16) and check it.
 
 The file takes LR images in [0, 1] (NHWC float32, fixed size, batch 1 or dynamic) and returns
 the x4 SR image in [0, 1]. After writing, it is run on real LR images and compared with JAX
@@ -16,11 +16,19 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", help="converted student folder (`adcsr convert adcsr`)")
+    parser.add_argument(
+        "--model",
+        choices=("student", "teacher"),
+        default="student",
+        help="AdcSR student (default) or the OSEDiff teacher, for the comparison",
+    )
+    parser.add_argument(
+        "--weights", help="converted folder (`adcsr convert adcsr` / `adcsr convert osediff`)"
+    )
     parser.add_argument(
         "--init",
         choices=("full", "tiny"),
-        help="without --weights: export a freshly initialised student of this size",
+        help="without --weights: export a freshly initialised network of this size",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for --init")
     parser.add_argument("--format", choices=("tflite", "onnx"), required=True)
@@ -30,12 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dynamic-batch", action="store_true", help="batch dimension left open")
     parser.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc", help="ONNX I/O")
     parser.add_argument(
-        "--no-colour-fix", action="store_true", help="leave AdcSR's colour fix out of the graph"
+        "--colour-fix",
+        choices=("auto", "graph", "host", "none"),
+        default="auto",
+        help="where AdcSR's colour fix runs: in the graph, on the host after it (the file then "
+        "returns the raw output in [-1, 1]), or nowhere; auto = host for w8a16, else graph",
     )
     parser.add_argument(
         "--calib", help="folder of LR images: W8A16 calibration and the accuracy check"
     )
     parser.add_argument("--calib-count", type=int, default=8, help="calibration images (8)")
+    parser.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="calibrate on the images only (default adds flips and 2 noise images)",
+    )
     parser.add_argument("--check-count", type=int, default=4, help="images for the check (4)")
     parser.add_argument("--no-measure", action="store_true", help="skip latency / memory")
     parser.add_argument("--runs", type=int, default=5, help="timed runs for the median")
@@ -62,13 +79,18 @@ def run(args: argparse.Namespace) -> int:
     if args.precision == "w8a16" and not args.calib:
         print("adcsr export: --precision w8a16 needs --calib DIR (LR images)", file=sys.stderr)
         return 2
-    model = models.load(
-        "student", args.weights, args.init or "full", args.seed, not args.no_colour_fix
-    )
+    mode = args.colour_fix
+    if mode == "auto":
+        mode = "host" if args.precision == "w8a16" else "graph"
+    model = models.load(args.model, args.weights, args.init or "full", args.seed, mode)
+    if model.finish is not models.host_colour_fix and mode == "host":
+        print("[export] this model has no colour fix to move to the host")
     print(f"[export] {model.description}")
     calib = check = None
     if args.calib:
         calib = calibration.from_folder(args.calib, args.lr_size, args.calib_count)
+        if not args.no_augment:
+            calib = calibration.augment(calib)
         check = calibration.from_folder(
             args.calib, args.lr_size, args.check_count, offset=args.calib_count
         )

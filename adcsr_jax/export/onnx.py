@@ -57,9 +57,8 @@ def export(
         def fn(x: jax.Array) -> Any:
             return apply_fn(stored, x)
 
+    # The spec is the JAX (NHWC) shape; jax2onnx puts the NCHW transposes at the boundary.
     spec = tuple("B" if d is None else int(d) for d in input_shape)
-    if layout == "nchw":
-        spec = (spec[0], spec[3], spec[1], spec[2])
     nchw = [0] if layout == "nchw" else None
     to_onnx(
         fn,

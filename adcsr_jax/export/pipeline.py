@@ -83,7 +83,8 @@ def export_and_check(
     log(f"[export] wrote {path} ({file_size_mb(path):.1f} MB) in {convert_s:.0f} s")
     accuracy: Accuracy | None = None
     if check_images:
-        accuracy = evaluate(runner(path, fmt, layout), model.jax_fn(), check_images)
+        run = runner(path, fmt, layout)
+        accuracy = evaluate(lambda x: model.finish(run(x), x), model.jax_fn(), check_images)
         log(f"[export] {fmt} {precision} vs JAX: {accuracy.summary()}")
     latency = memory = float("nan")
     if measure:

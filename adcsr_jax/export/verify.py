@@ -1,7 +1,8 @@
 """Accuracy of an exported model against the JAX function it came from.
 
-fp32 exports must match JAX to ``max|y - y_jax| <= 1e-4 * range(y_jax)``; quantised ones report
-PSNR against the JAX output (peak = the JAX output's range), target >= 35 dB at W8A16.
+fp32 exports must match JAX to ``max|y - y_jax| <= 1e-4`` of the output range (SR images in
+[0, 1], so range 1); quantised ones report PSNR against the JAX output (peak 1), target >= 35 dB
+at W8A16.
 """
 
 from __future__ import annotations
@@ -35,15 +36,19 @@ class Accuracy:
         )
 
 
-def compare(reference: np.ndarray, output: np.ndarray) -> Accuracy:
-    """Agreement of ``output`` with ``reference`` (same shape, any layout)."""
+def compare(reference: np.ndarray, output: np.ndarray, peak: float | None = None) -> Accuracy:
+    """Agreement of ``output`` with ``reference`` (same shape, any layout).
+
+    ``peak`` is the output's nominal range (1.0 for images in [0, 1]); None uses the range of
+    ``reference`` itself.
+    """
     reference = np.asarray(reference, np.float64)
     output = np.asarray(output, np.float64)
     if reference.shape != output.shape:
         raise ValueError(f"exported output shape {output.shape} != JAX output {reference.shape}")
     if not np.all(np.isfinite(output)):
         raise ValueError("exported model produced non-finite values")
-    span = float(reference.max() - reference.min()) or 1.0
+    span = float(peak) if peak else float(reference.max() - reference.min()) or 1.0
     diff = np.abs(output - reference)
     mse = float(np.mean(diff**2))
     psnr = float("inf") if mse == 0 else 10.0 * np.log10(span**2 / mse)
@@ -55,13 +60,15 @@ def evaluate(
     run_exported: Callable[[np.ndarray], np.ndarray],
     run_jax: Callable[[np.ndarray], np.ndarray],
     images: Sequence[np.ndarray],
+    peak: float | None = 1.0,
 ) -> Accuracy:
-    """Run both on each ``(1, H, W, C)`` image (or batch) and pool the comparison."""
+    """Run both on each ``(1, H, W, C)`` image (or batch) and pool the comparison; ``peak``
+    defaults to 1.0, the range of the SR images every export here returns."""
     refs, outs = [], []
     for x in images:
         refs.append(np.asarray(run_jax(x)))
         outs.append(np.asarray(run_exported(x)))
-    return compare(np.concatenate(refs), np.concatenate(outs))
+    return compare(np.concatenate(refs), np.concatenate(outs), peak)
 
 
 def round_weights_int8(params: Any) -> Any:
