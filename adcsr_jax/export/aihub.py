@@ -112,7 +112,8 @@ def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except hub.UserError as err:
         message = str(err)
-        if "token" in message.lower() or "configure" in message.lower() or "api" in message.lower():
+        lowered = message.lower()
+        if any(k in lowered for k in ("token", "config", "api key", "client.ini")):
             raise AIHubConfigError(f"{message}\n\n{TOKEN_HELP}") from err
         raise AIHubConfigError(f"AI Hub rejected the request: {message}") from err
 

@@ -170,3 +170,15 @@ def test_export_arguments(tmp_path, capsys) -> None:
     assert code == 2 and "--calib" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["export", "--init", "tiny", "--format", "coreml", "--out", out])
+
+
+def test_real_qai_hub_without_config_fails_before_any_request(small_onnx, monkeypatch, capsys):
+    """With no ~/.qai_hub/client.ini, qai-hub raises UserError while loading its config, before
+    any request; we turn that into the configuration help."""
+    pytest.importorskip("qai_hub")
+    home = small_onnx.parent / "home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    code = cli.main(["profile", "--model", str(small_onnx), "--device", "X", "--poll", "0"])
+    assert code == 3
+    assert "qai-hub configure --api_token" in capsys.readouterr().err
