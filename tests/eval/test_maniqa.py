@@ -79,7 +79,7 @@ def test_vit_features_match_timm(tiny):
 
 def test_scores_match_pyiqa(tiny):
     data, cfg, params = tiny
-    metric = maniqa.MANIQA(params, cfg, batch_size=2)
+    metric = maniqa.MANIQA(params, cfg, batch_size=2, crop_chunk=8)  # chunks span both images
     for key in ("a", "b"):  # a: 200x232 (bilinear upscale path), b: 240x256
         got = metric(_nhwc(data[f"input_{key}"]))
         np.testing.assert_allclose(got, data[f"score_{key}"], atol=TOL, rtol=0)
