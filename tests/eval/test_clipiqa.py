@@ -16,7 +16,7 @@ import pytest
 
 from adcsr_jax.eval import clipiqa
 from adcsr_jax.eval._clip_tokenizer import ClipTokenizer, pre_tokenize
-from adcsr_jax.eval.base import MissingWeightError
+from adcsr_jax.eval.base import MissingWeightError, get_metric
 from adcsr_jax.weights.iqa_clip import clip_params_from_torch
 from adcsr_jax.weights.iqa_common import IQACheckpointError, seeded_state_dict
 
@@ -133,7 +133,7 @@ def test_create_from_torch_file(tiny, tmp_path, monkeypatch):
     path = tmp_path / "clip_tiny.pt"
     torch.save(sd, path)
     monkeypatch.setenv(clipiqa.ENV_VAR, str(path))
-    metric = clipiqa.create()
+    metric = get_metric("clipiqa")  # registry -> create()
     assert (metric.name, metric.higher_is_better, metric.needs_reference) == (
         "clipiqa",
         True,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from adcsr_jax.eval import musiq
-from adcsr_jax.eval.base import MissingWeightError
+from adcsr_jax.eval.base import MissingWeightError, get_metric
 from adcsr_jax.weights.iqa_common import IQACheckpointError, seeded_state_dict
 from adcsr_jax.weights.iqa_musiq import musiq_params_from_torch
 
@@ -121,6 +121,6 @@ def test_create_from_torch_file(tiny, tmp_path, monkeypatch):
     sd = seeded_state_dict(data)
     torch.save({f"module.{k}": torch.from_numpy(v) for k, v in sd.items()}, path)
     monkeypatch.setenv(musiq.ENV_VAR, str(path))
-    metric = musiq.create(**json.loads(str(data["config"])))
+    metric = get_metric("musiq", **json.loads(str(data["config"])))  # registry -> create()
     assert (metric.name, metric.higher_is_better, metric.needs_reference) == ("musiq", True, False)
     np.testing.assert_allclose(metric(_nhwc(data["input_b"])), data["score_b"], atol=TOL, rtol=0)
