@@ -27,10 +27,22 @@ _CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
 
 
 def default_vocab_path() -> Path:
-    """``$ADCSR_CLIP_BPE_VOCAB`` or the vendored ``third_party/clip`` copy beside the package."""
+    """``$ADCSR_CLIP_BPE_VOCAB``, else the vendored ``third_party/clip`` copy of a source checkout,
+    else the copy inside an installed ``clip`` (openai-clip) or ``open_clip`` package."""
     if os.environ.get(VOCAB_ENV):
         return Path(os.environ[VOCAB_ENV])
-    return Path(__file__).resolve().parents[2] / "third_party" / "clip" / _VOCAB_NAME
+    vendored = Path(__file__).resolve().parents[2] / "third_party" / "clip" / _VOCAB_NAME
+    if vendored.is_file():
+        return vendored
+    import importlib.util
+
+    for pkg in ("clip", "open_clip"):
+        spec = importlib.util.find_spec(pkg)
+        if spec is not None and spec.origin:
+            candidate = Path(spec.origin).parent / _VOCAB_NAME
+            if candidate.is_file():
+                return candidate
+    return vendored
 
 
 @lru_cache
