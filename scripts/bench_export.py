@@ -11,6 +11,9 @@ size, median CPU latency and added peak memory; the table and a JSON of the figu
 ``tflite:w8a16@32`` exports W8A16 at LR 32 (the file size is set by the weights, so it is the
 same at any LR; TFLite's int16 kernels are reference C++ on a CPU, about 0.3 GMAC/s here, so a
 128 x 128 W8A16 inference of the 495 GMAC student would take about half an hour).
+Measured here (2 cores, 24 GB shared): TFLite fp32 of the full student converts in 87 s and
+needs about 10 GB; its W8A16 conversion (calibration keeps every float intermediate) was killed
+by the kernel on this machine, so run W8A16 at full size on a machine with more memory.
 Weights: --weights DIR (a converted student), else a freshly initialised full student (seed 0).
 ``--models student,teacher`` adds OSEDiff (random init unless --teacher-weights).
 """
