@@ -1,7 +1,8 @@
 """Export the student (or teacher) to TFLite (fp32 / fp16 / W8A16) or ONNX (fp32 / fp16) and check it.
 
 The file takes LR images in [0, 1] (NHWC float32, fixed size, batch 1 or dynamic) and returns
-the x4 SR image in [0, 1]. After writing, it is run on real LR images and compared with JAX
+the x4 SR image in [0, 1] (at W8A16 by default the raw output in about [-1, 1]; AdcSR's colour
+fix then runs on the host: adcsr_jax.export.models.host_colour_fix). After writing, it is run on real LR images and compared with JAX
 (fp32: max abs error <= 1e-4 of the output range; W8A16: PSNR, target >= 35 dB), and its size,
 CPU latency and peak memory are printed. Example:
 
