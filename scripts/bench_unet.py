@@ -76,7 +76,7 @@ def bench_flax(args: argparse.Namespace) -> dict:
     from adcsr_jax.models import UNet2D, UNetConfig, abstract_params
 
     x, ctx = _inputs(args.batch, args.latent)
-    module = UNet2D(UNetConfig())
+    module = UNet2D(UNetConfig(attention_query_chunk=args.attention_chunk or None))
     t0 = time.perf_counter()
     abstract = abstract_params(module, x[:1, :8, :8], jnp.zeros((1,)), ctx[:1, :1])
     params = jax.tree_util.tree_map_with_path(_random_leaf, abstract)
@@ -98,6 +98,7 @@ def bench_flax(args: argparse.Namespace) -> dict:
         "framework": "flax",
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "attention_chunk": args.attention_chunk,
         "init_s": round(init_s, 2),
         "setup_rss_mb": round(setup_rss),
         "compile_s": round(compile_s, 2),
@@ -148,6 +149,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="alternate flax/torch this often")
     parser.add_argument("--xla-flags", default="")
+    parser.add_argument(
+        "--attention-chunk", type=int, default=256, help="UNetConfig.attention_query_chunk (0: off)"
+    )
     parser.add_argument("--only", choices=["flax", "torch"])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -165,6 +169,7 @@ def main() -> int:
             cmd = [sys.executable, __file__, "--child", "--only", name]
             cmd += ["--latent", str(args.latent), "--batch", str(args.batch)]
             cmd += ["--iters", str(args.iters), "--warmup", str(args.warmup)]
+            cmd += ["--attention-chunk", str(args.attention_chunk)]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
             lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
             if out.returncode or not lines:

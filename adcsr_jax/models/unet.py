@@ -50,6 +50,8 @@ class UNetConfig:
     ``norm_num_groups=None`` gives each GroupNorm ``group_count(width)`` groups. ``norm_eps`` is the
     ResNet / output GroupNorm eps, ``transformer_norm_eps`` the transformer GroupNorm eps,
     ``layer_norm_eps`` the transformer LayerNorm eps. ``dtype`` is the compute dtype (params fp32).
+    ``attention_query_chunk`` (e.g. 256) computes attention a head and that many queries at a time
+    (exact; about 2.5x faster attention on CPU at 4096 tokens; uses loops, so not for export).
     """
 
     in_channels: int = 4
@@ -78,6 +80,7 @@ class UNetConfig:
     transformer_layers_per_block: int = 1
     flip_sin_to_cos: bool = True
     freq_shift: float = 0.0
+    attention_query_chunk: int | None = None
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -217,6 +220,7 @@ class UNetBlock(nn.Module):
                 cfg.norm_num_groups,
                 cfg.transformer_norm_eps,
                 cfg.layer_norm_eps,
+                cfg.attention_query_chunk,
                 dtype=dtype,
                 name=f"attentions_{i}",
             )(h, context)
@@ -271,6 +275,7 @@ class MidBlockCrossAttn(nn.Module):
             cfg.norm_num_groups,
             cfg.transformer_norm_eps,
             cfg.layer_norm_eps,
+            cfg.attention_query_chunk,
             dtype=dtype,
             name="attentions_0",
         )(h, context)

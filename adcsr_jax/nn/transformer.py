@@ -48,16 +48,21 @@ class BasicTransformerBlock(nn.Module):
     heads: int
     cross_attention: bool = True
     layer_norm_eps: float = 1e-5
+    query_chunk: int | None = None
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
         ln = lambda name: LayerNorm(self.layer_norm_eps, dtype=self.dtype, name=name)  # noqa: E731
-        x = x + Attention(self.heads, dtype=self.dtype, name="attn1")(ln("norm1")(x))
+        attn1 = Attention(self.heads, query_chunk=self.query_chunk, dtype=self.dtype, name="attn1")
+        x = x + attn1(ln("norm1")(x))
         if self.cross_attention:
             if context is None:
                 raise ValueError("this transformer block has cross-attention: pass a context")
-            x = x + Attention(self.heads, dtype=self.dtype, name="attn2")(ln("norm2")(x), context)
+            attn2 = Attention(
+                self.heads, query_chunk=self.query_chunk, dtype=self.dtype, name="attn2"
+            )
+            x = x + attn2(ln("norm2")(x), context)
         return x + FeedForward(dtype=self.dtype, name="ff")(ln("norm3")(x))
 
 
@@ -70,6 +75,7 @@ class Transformer2D(nn.Module):
     norm_num_groups: int | None = 32
     norm_eps: float = 1e-6
     layer_norm_eps: float = 1e-5
+    query_chunk: int | None = None
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -83,6 +89,7 @@ class Transformer2D(nn.Module):
                 self.heads,
                 self.cross_attention,
                 self.layer_norm_eps,
+                self.query_chunk,
                 dtype=self.dtype,
                 name=f"transformer_blocks_{i}",
             )(y, context)

@@ -45,8 +45,8 @@ def _run(module, params, *args):
     return np.asarray(jax.jit(module.apply)({"params": params}, *args))
 
 
-@pytest.mark.parametrize("size", [(8, 8), (6, 10)])
-def test_unet_with_cross_attention_matches_diffusers(size):
+@pytest.mark.parametrize(("size", "chunk"), [((8, 8), 16), ((6, 10), None)])
+def test_unet_with_cross_attention_matches_diffusers(size, chunk):
     model = ref.torch_unet(TINY, seed=1)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, *size, 4), np.float32)
@@ -54,7 +54,7 @@ def test_unet_with_cross_attention_matches_diffusers(size):
     ctx = rng.standard_normal((2, 7, 24), np.float32)
     with torch.no_grad():
         want = ref.nhwc(model(ref.nchw(x), torch.from_numpy(t), torch.from_numpy(ctx)).sample)
-    config = UNetConfig.from_diffusers(TINY)
+    config = dataclasses.replace(UNetConfig.from_diffusers(TINY), attention_query_chunk=chunk)
     params = unet_params_from_torch(ref.state_dict_numpy(model), config)
     got = _run(UNet2D(config), params, x, t, ctx)
     assert got.shape == want.shape

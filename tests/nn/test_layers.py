@@ -14,6 +14,7 @@ from adcsr_jax.nn import (
     ResnetBlock2D,
     Transformer2D,
     group_count,
+    multi_head_attention,
     pixel_shuffle,
     pixel_unshuffle,
     timestep_embedding,
@@ -101,3 +102,16 @@ def test_blocks_in_bfloat16_track_fp32():
     assert half_t.dtype == jnp.bfloat16
     err = float(jnp.abs(half_t.astype(jnp.float32) - full_t).max())
     assert err < 0.05 * float(jnp.abs(full_t).max()), err
+
+
+def test_chunked_attention_equals_dense_attention():
+    rng = np.random.default_rng(5)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 64, 24), np.float32)) for _ in range(3))
+    dense = multi_head_attention(q, k, v, heads=3)
+    chunked = jax.jit(lambda a, b, c: multi_head_attention(a, b, c, heads=3, query_chunk=16))
+    np.testing.assert_allclose(np.asarray(chunked(q, k, v)), np.asarray(dense), atol=1e-5, rtol=0)
+    ctx = jnp.asarray(rng.standard_normal((2, 7, 24), np.float32))
+    cross = multi_head_attention(q, ctx, ctx, heads=3, query_chunk=32)
+    np.testing.assert_allclose(
+        np.asarray(cross), np.asarray(multi_head_attention(q, ctx, ctx, heads=3)), atol=1e-5
+    )
