@@ -120,48 +120,29 @@ class DegradationConfig:
         return dataclasses.asdict(self)
 
 
+# Real-ESRGAN x4plus degradation numbers, shared by OSEDiff's params_realesrgan.yml.
+_X4PLUS = DegradationConfig(
+    blur_sigma=(0.2, 3.0),
+    betag_range=(0.5, 4.0),
+    betap_range=(1.0, 2.0),
+    resize_range=(0.15, 1.5),
+    noise_range=(1.0, 30.0),
+    poisson_scale_range=(0.05, 3.0),
+    jpeg_range=(30.0, 95.0),
+    second_blur_prob=0.8,
+    blur_sigma2=(0.2, 1.5),
+    betag_range2=(0.5, 4.0),
+    betap_range2=(1.0, 2.0),
+    resize_range2=(0.3, 1.2),
+    noise_range2=(1.0, 25.0),
+    poisson_scale_range2=(0.05, 2.5),
+    jpeg_range2=(30.0, 95.0),
+)
+
 PRESETS: dict[str, DegradationConfig] = {
     "adcsr": DegradationConfig(),
-    "osediff": DegradationConfig(
-        blur_sigma=(0.2, 3.0),
-        betag_range=(0.5, 4.0),
-        betap_range=(1.0, 2.0),
-        resize_range=(0.15, 1.5),
-        noise_range=(1.0, 30.0),
-        poisson_scale_range=(0.05, 3.0),
-        jpeg_range=(30.0, 95.0),
-        second_blur_prob=0.8,
-        blur_sigma2=(0.2, 1.5),
-        betag_range2=(0.5, 4.0),
-        betap_range2=(1.0, 2.0),
-        resize_range2=(0.3, 1.2),
-        noise_range2=(1.0, 25.0),
-        poisson_scale_range2=(0.05, 2.5),
-        jpeg_range2=(30.0, 95.0),
-        resize_back=True,
-        granularity="sample",
-        pool_size=0,
-    ),
-    "realesrgan": DegradationConfig(
-        blur_sigma=(0.2, 3.0),
-        betag_range=(0.5, 4.0),
-        betap_range=(1.0, 2.0),
-        resize_range=(0.15, 1.5),
-        noise_range=(1.0, 30.0),
-        poisson_scale_range=(0.05, 3.0),
-        jpeg_range=(30.0, 95.0),
-        second_blur_prob=0.8,
-        blur_sigma2=(0.2, 1.5),
-        betag_range2=(0.5, 4.0),
-        betap_range2=(1.0, 2.0),
-        resize_range2=(0.3, 1.2),
-        noise_range2=(1.0, 25.0),
-        poisson_scale_range2=(0.05, 2.5),
-        jpeg_range2=(30.0, 95.0),
-        usm_gt=True,
-        gt_size=400,
-        pool_size=180,
-    ),
+    "osediff": dataclasses.replace(_X4PLUS, resize_back=True, granularity="sample", pool_size=0),
+    "realesrgan": dataclasses.replace(_X4PLUS, usm_gt=True, gt_size=400, pool_size=180),
 }
 
 

@@ -11,11 +11,25 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from adcsr_jax.eval.base import MissingWeightError
+
+
+def batched_scores(
+    fn: Callable[..., Any], params: Any, images: np.ndarray, batch_size: int, *extra: Any
+) -> np.ndarray:
+    """``fn(params, batch, *extra)`` over ``images`` in chunks of ``batch_size``, as float64."""
+    out = [
+        np.asarray(fn(params, jnp.asarray(images[i : i + batch_size]), *extra))
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out).astype(np.float64)
 
 
 def resolve_weight_file(

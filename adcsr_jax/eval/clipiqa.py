@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adcsr_jax.eval._iqa_layers import HIGHEST, BatchNorm, avg_pool, conv, dense, layer_norm
-from adcsr_jax.eval._iqa_util import resolve_weight_file
+from adcsr_jax.eval._iqa_util import batched_scores, resolve_weight_file
 from adcsr_jax.eval.base import check_batch
 
 ENV_VAR = "ADCSR_CLIP_RN50_WEIGHTS"
@@ -319,13 +319,7 @@ class CLIPIQA:
 
     def __call__(self, sr: np.ndarray, hr: np.ndarray | None = None) -> np.ndarray:
         sr, _ = check_batch(self.name, sr, None, self.needs_reference)
-        out = [
-            np.asarray(
-                self._fn(self.params, jnp.asarray(sr[i : i + self.batch_size]), self.text_features)
-            )
-            for i in range(0, len(sr), self.batch_size)
-        ]
-        return np.concatenate(out).astype(np.float64)
+        return batched_scores(self._fn, self.params, sr, self.batch_size, self.text_features)
 
 
 def create(

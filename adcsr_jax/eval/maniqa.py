@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adcsr_jax.eval._iqa_layers import HIGHEST, conv, dense, layer_norm
-from adcsr_jax.eval._iqa_util import resize_matrix, resolve_weight_file, scaled_size
+from adcsr_jax.eval._iqa_util import batched_scores, resize_matrix, resolve_weight_file, scaled_size
 from adcsr_jax.eval.base import check_batch
 
 ENV_VAR = "ADCSR_MANIQA_WEIGHTS"
@@ -415,11 +415,7 @@ class MANIQA:
 
     def __call__(self, sr: np.ndarray, hr: np.ndarray | None = None) -> np.ndarray:
         sr, _ = check_batch(self.name, sr, None, self.needs_reference)
-        out = [
-            np.asarray(self._fn(self.params, jnp.asarray(sr[i : i + self.batch_size])))
-            for i in range(0, len(sr), self.batch_size)
-        ]
-        return np.concatenate(out).astype(np.float64)
+        return batched_scores(self._fn, self.params, sr, self.batch_size)
 
 
 def create(

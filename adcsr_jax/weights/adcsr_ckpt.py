@@ -28,8 +28,14 @@ from flax import traverse_util
 
 from adcsr_jax.models.adcsr import AdcSR, AdcSRConfig
 from adcsr_jax.weights.errors import CheckpointMismatchError, CheckpointReadError
-from adcsr_jax.weights.io import read_safetensors, read_state_dict, write_safetensors
-from adcsr_jax.weights.loaders import CONVERTED_CONFIG, CONVERTED_PARAMS, FORMAT, check_params
+from adcsr_jax.weights.io import read_safetensors, read_state_dict
+from adcsr_jax.weights.loaders import (
+    CONVERTED_CONFIG,
+    CONVERTED_PARAMS,
+    FORMAT,
+    check_params,
+    write_converted,
+)
 from adcsr_jax.weights.mapping import params_from_torch
 
 KIND = "adcsr"
@@ -175,16 +181,7 @@ def convert_official(
 
 def save_student(directory: str | Path, config: AdcSRConfig, params: Any) -> Path:
     """Write a converted student folder (fp32 safetensors + JSON config, kind ``adcsr``)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    flat = {
-        "/".join(k): np.asarray(jax.device_get(v), np.float32)
-        for k, v in traverse_util.flatten_dict(params).items()
-    }
-    write_safetensors(directory / CONVERTED_PARAMS, flat, {"format": FORMAT, "kind": KIND})
-    meta = {"format": FORMAT, "kind": KIND, "config": config.to_dict()}
-    (directory / CONVERTED_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
-    return directory
+    return write_converted(directory, KIND, config, params)
 
 
 def read_converted_meta(directory: str | Path, kind: str) -> dict[str, Any]:

@@ -146,6 +146,14 @@ def save_converted(directory: str | Path, kind: str, config: Any, params: Any) -
     """Write ``params`` (fp32) and ``config`` of a ``kind`` in ``KINDS`` to ``directory``."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(KINDS)}")
+    return write_converted(directory, kind, config, params)
+
+
+def write_converted(directory: str | Path, kind: str, config: Any, params: Any) -> Path:
+    """Write a converted folder: fp32 ``params`` as safetensors + JSON with ``kind`` and ``config``.
+
+    The one writer behind every network's saver (UNet, VAE, decoder, student, teacher).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     flat = {

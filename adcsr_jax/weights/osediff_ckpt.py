@@ -26,7 +26,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 from adcsr_jax.lora import PEFT_DEFAULT_ALPHA, lora_scaling, merge_lora
 from adcsr_jax.models.osediff import OSEDiff, OSEDiffConfig, abstract_params
@@ -34,8 +33,12 @@ from adcsr_jax.models.unet import UNetConfig
 from adcsr_jax.models.vae import VAEConfig
 from adcsr_jax.weights.adcsr_ckpt import read_converted_meta, read_converted_params
 from adcsr_jax.weights.errors import CheckpointMismatchError, CheckpointReadError
-from adcsr_jax.weights.io import read_state_dict, read_torch, write_safetensors
-from adcsr_jax.weights.loaders import CONVERTED_CONFIG, CONVERTED_PARAMS, FORMAT, check_params
+from adcsr_jax.weights.io import read_state_dict, read_torch
+from adcsr_jax.weights.loaders import (
+    CONVERTED_PARAMS,
+    check_params,
+    write_converted,
+)
 from adcsr_jax.weights.mapping import params_from_torch
 
 KIND = "osediff"
@@ -267,16 +270,7 @@ def _half_decoder_config(half_sd: Mapping[str, np.ndarray]) -> VAEConfig:
 
 def save_teacher(directory: str | Path, config: OSEDiffConfig, params: Any) -> Path:
     """Write a converted teacher folder (kind ``osediff``)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    flat = {
-        "/".join(k): np.asarray(jax.device_get(v), np.float32)
-        for k, v in traverse_util.flatten_dict(params).items()
-    }
-    write_safetensors(directory / CONVERTED_PARAMS, flat, {"format": FORMAT, "kind": KIND})
-    meta = {"format": FORMAT, "kind": KIND, "config": config.to_dict()}
-    (directory / CONVERTED_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
-    return directory
+    return write_converted(directory, KIND, config, params)
 
 
 def load_teacher(
