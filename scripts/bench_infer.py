@@ -75,6 +75,7 @@ def bench_flax(args: argparse.Namespace, bf16: bool) -> dict:
     from adcsr_jax.models.adcsr import AdcSR, AdcSRConfig, init_student
 
     config = AdcSRConfig.tiny() if args.tiny else AdcSRConfig.full()
+    config = config.replace(attention_query_chunk=args.attention_chunk)
     t0 = time.perf_counter()
     _, params = init_student(config)
     if bf16:
@@ -226,6 +227,8 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny configs (a quick smoke run)")
     parser.add_argument("--out", default=None, help="write all results as JSON here")
     parser.add_argument("--ref-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--attention-chunk", type=int, default=None,
+                        help="Flax student: exact chunked attention, this many queries at a time")  # fmt: skip
     parser.add_argument(
         "--xla-variants",
         nargs="*",
@@ -248,6 +251,8 @@ def main() -> int:
                    "--iters", str(args.iters), "--warmup", str(args.warmup), "--ref-out", ref_out]  # fmt: skip
             if args.tiny:
                 cmd.append("--tiny")
+            if args.attention_chunk:
+                cmd += ["--attention-chunk", str(args.attention_chunk)]
             env = dict(os.environ)
             env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
             print(f"== {name}", flush=True)

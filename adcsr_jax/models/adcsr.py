@@ -62,6 +62,9 @@ class AdcSRConfig:
     decoder_norm_num_groups: int = 32
     decoder_norm_eps: float = 1e-6
     dtype: str = "float32"
+    # Exact attention a head and this many queries at a time (UNet and decoder mid block):
+    # about 2.5x faster attention on XLA:CPU at 4096 tokens; None for export graphs.
+    attention_query_chunk: int | None = None
 
     def __post_init__(self) -> None:
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -105,6 +108,7 @@ class AdcSRConfig:
             cross_attention_dim=None,
             time_embedding=False,
             norm_num_groups=None,
+            attention_query_chunk=self.attention_query_chunk,
             dtype=self.dtype,
         )
 
@@ -115,6 +119,7 @@ class AdcSRConfig:
             layers_per_block=self.decoder_layers_per_block,
             norm_num_groups=self.decoder_norm_num_groups,
             norm_eps=self.decoder_norm_eps,
+            attention_query_chunk=self.attention_query_chunk,
             dtype=self.dtype,
         )
 
@@ -153,6 +158,7 @@ class AdcSR(nn.Module):
             dec.norm_eps,
             True,
             jnp.dtype(cfg.dtype),
+            cfg.attention_query_chunk,
         )
         self.decoder = Decoder(dec)
 

@@ -50,6 +50,7 @@ class VAEConfig:
     use_post_quant_conv: bool = True
     scaling_factor: float = 0.18215
     dtype: str = "float32"
+    attention_query_chunk: int | None = None  # exact chunked mid-block attention (CPU speed)
 
     def __post_init__(self) -> None:
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -114,6 +115,7 @@ class VAEMidBlock(nn.Module):
     eps: float = 1e-6
     add_attention: bool = True
     dtype: Any = jnp.float32
+    query_chunk: int | None = None
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
@@ -129,6 +131,7 @@ class VAEMidBlock(nn.Module):
                 norm_num_groups=self.num_groups,
                 norm_eps=self.eps,
                 residual=True,
+                query_chunk=self.query_chunk,
                 dtype=self.dtype,
                 name="attentions_0",
             )(h)
@@ -199,7 +202,12 @@ class Encoder(nn.Module):
             for i, w in enumerate(widths)
         ]
         self.mid_block = VAEMidBlock(
-            widths[-1], cfg.norm_num_groups, cfg.norm_eps, cfg.mid_block_add_attention, dtype
+            widths[-1],
+            cfg.norm_num_groups,
+            cfg.norm_eps,
+            cfg.mid_block_add_attention,
+            dtype,
+            cfg.attention_query_chunk,
         )
         self.conv_norm_out = GroupNorm(cfg.norm_num_groups, cfg.norm_eps, dtype=dtype)
         self.conv_out = conv(2 * cfg.latent_channels, 3, dtype=dtype)
@@ -226,7 +234,12 @@ class Decoder(nn.Module):
         widths = tuple(reversed(cfg.decoder_widths))
         self.conv_in = conv(widths[0], 3, dtype=dtype)
         self.mid_block = VAEMidBlock(
-            widths[0], cfg.norm_num_groups, cfg.norm_eps, cfg.mid_block_add_attention, dtype
+            widths[0],
+            cfg.norm_num_groups,
+            cfg.norm_eps,
+            cfg.mid_block_add_attention,
+            dtype,
+            cfg.attention_query_chunk,
         )
         self.up_blocks = [
             DecoderBlock(

@@ -81,6 +81,14 @@ def test_student_matches_torch_reference(tiny_pair, fp32_outputs) -> None:
     np.testing.assert_allclose(direct, got_final, atol=1e-6)  # __call__ is the same path
 
 
+def test_chunked_attention_gives_the_same_outputs(tiny_pair, fp32_outputs) -> None:
+    # 16x24 latent = 384 tokens: 3 chunks of 128 in the UNet's first level and the mid block.
+    _, _, config, params = tiny_pair
+    chunked = _all_outputs(config.replace(attention_query_chunk=128), params, X)
+    for got, want in zip(chunked, fp32_outputs):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+
+
 def test_colour_fix_and_finish_follow_adcsr() -> None:
     rng = np.random.default_rng(1)
     sr = rng.uniform(-2, 2, (1, 16, 16, 3)).astype(np.float32)
