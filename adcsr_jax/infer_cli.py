@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--background", type=float, default=1.0, help="grey level under transparent pixels"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--attention-chunk",
+        type=int,
+        default=None,
+        help="exact attention this many queries at a time (default: 256 on CPU, off on GPU/TPU; 0 = off)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         options = InferOptions(
             tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
             colour_fix=args.colour_fix, dtype=args.dtype, background=args.background,
-            progress=not args.no_progress,
+            progress=not args.no_progress, attention_chunk=args.attention_chunk,
         )  # fmt: skip
         paths = list_images(args.input)
         upscaler = Upscaler.from_weights(args.weights, options)
