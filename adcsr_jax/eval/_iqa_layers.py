@@ -82,3 +82,15 @@ def conv(
         precision=HIGHEST,
         name=name,
     )
+
+
+class Mlp(nn.Module):
+    """fc1 -> exact GELU -> fc2 (timm/pyiqa ``Mlp``, used by MUSIQ and MANIQA)."""
+
+    hidden: int
+    out: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jax.nn.gelu(dense(self.hidden, "fc1")(x), approximate=False)
+        return dense(self.out, "fc2")(x)

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adcsr_jax.eval._iqa_layers import HIGHEST, conv, dense, layer_norm
+from adcsr_jax.eval._iqa_layers import HIGHEST, Mlp, conv, dense, layer_norm
 from adcsr_jax.eval._iqa_util import batched_scores, resize_matrix, resolve_weight_file, scaled_size
 from adcsr_jax.eval.base import check_batch
 
@@ -103,16 +103,6 @@ def uniform_crops(x: jax.Array, cfg: MANIQAConfig) -> jax.Array:
 # ----------------------------------------------------------------------------- ViT (timm)
 
 
-class _Mlp(nn.Module):
-    hidden: int
-    out: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = jax.nn.gelu(dense(self.hidden, "fc1")(x), approximate=False)
-        return dense(self.out, "fc2")(x)
-
-
 class ViTAttention(nn.Module):
     heads: int
 
@@ -134,7 +124,7 @@ class ViTBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x + ViTAttention(self.heads, name="attn")(layer_norm(1e-6, "norm1")(x))
-        return x + _Mlp(self.mlp, x.shape[-1], name="mlp")(layer_norm(1e-6, "norm2")(x))
+        return x + Mlp(self.mlp, x.shape[-1], name="mlp")(layer_norm(1e-6, "norm2")(x))
 
 
 class ViTFeatures(nn.Module):
@@ -273,7 +263,7 @@ class SwinBlock(nn.Module):
         if shift:
             y = jnp.roll(y, (shift, shift), axis=(1, 2))
         x = shortcut + y.reshape(b, h * w, c)
-        return x + _Mlp(self.dim_mlp, c, name="mlp")(layer_norm(1e-5, "norm2")(x))
+        return x + Mlp(self.dim_mlp, c, name="mlp")(layer_norm(1e-5, "norm2")(x))
 
 
 class BasicLayer(nn.Module):

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adcsr_jax.eval._iqa_layers import HIGHEST, GroupNorm, dense, layer_norm
+from adcsr_jax.eval._iqa_layers import HIGHEST, GroupNorm, Mlp, dense, layer_norm
 from adcsr_jax.eval._iqa_util import batched_scores, resize_matrix, resolve_weight_file
 from adcsr_jax.eval.base import check_batch
 
@@ -232,18 +232,6 @@ class MultiHeadAttention(nn.Module):
         attn = jax.nn.softmax(attn, axis=-1)
         out = jnp.einsum("bhqk,bhkd->bhqd", attn, v, precision=HIGHEST)
         return dense(c, "out")(out.transpose(0, 2, 1, 3).reshape(b, n, c))
-
-
-class Mlp(nn.Module):
-    """fc1 -> exact GELU -> fc2 (timm/pyiqa ``Mlp``)."""
-
-    hidden: int
-    out: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = jax.nn.gelu(dense(self.hidden, "fc1")(x), approximate=False)
-        return dense(self.out, "fc2")(x)
 
 
 class TransformerBlock(nn.Module):

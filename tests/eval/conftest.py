@@ -65,6 +65,13 @@ def osediff_log(realsr: Path) -> tuple[dict[str, dict[str, float]], dict[str, fl
     return per_image, averages
 
 
+def osediff_outputs(realsr: Path, per_image: dict[str, dict[str, float]], metric: str, count: int):
+    """(name, OSEDiff output HWC in [0, 1], logged ``metric``) for the first ``count`` images."""
+    for name in sorted(per_image)[:count]:
+        image = load_image(realsr / "results_osediff" / f"{name}.png")
+        yield name, image, per_image[name][metric]
+
+
 def load_realsr(realsr: Path, count: int | None, start: int = 0):
     """Names, SR (OSEDiff) and HR batches of RealSR pairs ``start:start+count``."""
     pairs = match_pairs(realsr / "results_osediff", realsr / "test_HR")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -19,6 +18,7 @@ from adcsr_jax.eval._clip_tokenizer import ClipTokenizer, pre_tokenize
 from adcsr_jax.eval.base import MissingWeightError, get_metric
 from adcsr_jax.weights.iqa_clip import clip_params_from_torch
 from adcsr_jax.weights.iqa_common import IQACheckpointError, seeded_state_dict
+from tests.eval.conftest import osediff_outputs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOL = 1e-4
@@ -101,27 +101,14 @@ def test_missing_weights_message(monkeypatch):
         clipiqa.create()
 
 
-def _logged(realsr: Path, metric: str) -> dict[str, float]:
-    log = next((realsr / "results_osediff" / "metrics").glob("*.log")).read_text()
-    pat = re.compile(rf"results_osediff/(\S+\.png) \|.*?{metric}: ([0-9.]+)")
-    return {m.group(1): float(m.group(2)) for m in pat.finditer(log)}
-
-
 @pytest.mark.slow
-def test_realsr_log_values(realsr):
+def test_realsr_log_values(realsr, osediff_log):
     """Real RN50 weights vs the per-image pyiqa log of OSEDiff's RealSR outputs (8 images)."""
     if not os.environ.get(clipiqa.ENV_VAR):
         pytest.skip(f"${clipiqa.ENV_VAR} not set (OpenAI CLIP RN50.pt)")
-    from PIL import Image
-
     metric = clipiqa.create()
-    logged = _logged(realsr, "CLIPIQA")
-    for name in sorted(logged)[:8]:
-        img = (
-            np.asarray(Image.open(realsr / "results_osediff" / name).convert("RGB"), np.float32)
-            / 255
-        )
-        assert abs(metric(img[None])[0] - logged[name]) < 1e-3, name
+    for name, img, logged in osediff_outputs(realsr, osediff_log[0], "clipiqa", 8):
+        assert abs(metric(img[None])[0] - logged) < 1e-3, name
 
 
 def test_create_from_torch_file(tiny, tmp_path, monkeypatch):

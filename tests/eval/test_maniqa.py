@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -18,6 +17,7 @@ from adcsr_jax.eval import maniqa
 from adcsr_jax.eval.base import MissingWeightError, get_metric
 from adcsr_jax.weights.iqa_common import IQACheckpointError, seeded_state_dict
 from adcsr_jax.weights.iqa_maniqa import maniqa_params_from_torch
+from tests.eval.conftest import osediff_outputs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOL = 1e-4
@@ -105,28 +105,15 @@ def test_missing_weights_message(monkeypatch):
         maniqa.create()
 
 
-def _logged(realsr: Path, metric: str) -> dict[str, float]:
-    log = next((realsr / "results_osediff" / "metrics").glob("*.log")).read_text()
-    pat = re.compile(rf"results_osediff/(\S+\.png) \|.*?{metric}: ([0-9.]+)")
-    return {m.group(1): float(m.group(2)) for m in pat.finditer(log)}
-
-
 @pytest.mark.slow
-def test_realsr_log_values(realsr):
+def test_realsr_log_values(realsr, osediff_log):
     """Real PIPAL weights vs the per-image pyiqa log of OSEDiff's RealSR outputs (4 images; each
     is 20 ViT-B/8 crops, ~2 min on a 2-core CPU)."""
     if not os.environ.get(maniqa.ENV_VAR):
         pytest.skip(f"${maniqa.ENV_VAR} not set (real MANIQA PIPAL checkpoint)")
-    from PIL import Image
-
     metric = maniqa.create()
-    logged = _logged(realsr, "MANIQA")
-    for name in sorted(logged)[:4]:
-        img = (
-            np.asarray(Image.open(realsr / "results_osediff" / name).convert("RGB"), np.float32)
-            / 255
-        )
-        assert abs(metric(img[None])[0] - logged[name]) < 1e-3, name
+    for name, img, logged in osediff_outputs(realsr, osediff_log[0], "maniqa", 4):
+        assert abs(metric(img[None])[0] - logged) < 1e-3, name
 
 
 def test_create_from_torch_file(tiny, tmp_path):

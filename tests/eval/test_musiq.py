@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import jax
@@ -17,6 +16,7 @@ from adcsr_jax.eval import musiq
 from adcsr_jax.eval.base import MissingWeightError, get_metric
 from adcsr_jax.weights.iqa_common import IQACheckpointError, seeded_state_dict
 from adcsr_jax.weights.iqa_musiq import musiq_params_from_torch
+from tests.eval.conftest import osediff_outputs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOL = 1e-4
@@ -89,28 +89,15 @@ def test_missing_weights_message(monkeypatch, tmp_path):
         musiq.create(weights_path=str(tmp_path / "nope.pth"))
 
 
-def _logged(realsr: Path, metric: str) -> dict[str, float]:
-    log = next((realsr / "results_osediff" / "metrics").glob("*.log")).read_text()
-    pat = re.compile(rf"results_osediff/(\S+\.png) \|.*?{metric}: ([0-9.]+)")
-    return {m.group(1): float(m.group(2)) for m in pat.finditer(log)}
-
-
 @pytest.mark.slow
-def test_realsr_log_values(realsr):
+def test_realsr_log_values(realsr, osediff_log):
     """Real KonIQ weights vs the per-image pyiqa log of OSEDiff's RealSR outputs (8 images)."""
     if not os.environ.get(musiq.ENV_VAR):
         pytest.skip(f"${musiq.ENV_VAR} not set (real MUSIQ KonIQ checkpoint)")
-    from PIL import Image
-
     metric = musiq.create()
-    logged = _logged(realsr, "MUSIQ")
-    for name in sorted(logged)[:8]:
-        img = (
-            np.asarray(Image.open(realsr / "results_osediff" / name).convert("RGB"), np.float32)
-            / 255
-        )
+    for name, img, logged in osediff_outputs(realsr, osediff_log[0], "musiq", 8):
         # 1e-3 of the score scale (~0-100): GPU (TF32 convs) vs CPU fp32 noise, as for LPIPS/DISTS.
-        assert abs(metric(img[None])[0] - logged[name]) < 0.1, name
+        assert abs(metric(img[None])[0] - logged) < 0.1, name
 
 
 def test_create_from_torch_file(tiny, tmp_path, monkeypatch):
