@@ -45,7 +45,9 @@ class InferOptions:
     OSEDiff's low band of the x4 bicubic LR, ``none``. ``background`` is the grey level images
     with alpha are composited over. ``dtype`` is the compute dtype (``bfloat16`` casts the
     params once). ``attention_chunk``: exact attention this many queries at a time (faster on
-    XLA:CPU); ``None`` = 256 on CPU and off on accelerators, ``0`` = off.
+    XLA:CPU); ``None`` = 512 on CPU and off on accelerators, ``0`` = off.
+    ``conv_matmul_pixels``: UNet convs with output maps of at most this many pixels run as one
+    matmul (exact, faster on XLA:CPU); ``None`` = 256 on CPU and off on accelerators, ``0`` = off.
     """
 
     tile: int = 128
@@ -57,12 +59,15 @@ class InferOptions:
     dtype: str = "float32"
     progress: bool = True
     attention_chunk: int | None = None
+    conv_matmul_pixels: int | None = None
 
     def resolved_attention_chunk(self) -> int | None:
         """The chunk the student runs with on the current backend (see the class doc)."""
-        if self.attention_chunk is None:
-            return 256 if jax.default_backend() == "cpu" else None
-        return self.attention_chunk or None
+        return _cpu_default(self.attention_chunk, 512)
+
+    def resolved_conv_matmul_pixels(self) -> int | None:
+        """The im2col-matmul threshold on the current backend (see the class doc)."""
+        return _cpu_default(self.conv_matmul_pixels, 256)
 
     def __post_init__(self) -> None:
         if self.tile <= 0 or self.tile % SIZE_MULTIPLE:
@@ -75,6 +80,13 @@ class InferOptions:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.colour_fix not in COLOUR_FIXES:
             raise ValueError(f"colour_fix must be one of {COLOUR_FIXES}, got {self.colour_fix!r}")
+
+
+def _cpu_default(value: int | None, on_cpu: int) -> int | None:
+    """``None`` -> ``on_cpu`` on the CPU backend, off elsewhere; ``0`` -> off; else ``value``."""
+    if value is None:
+        return on_cpu if jax.default_backend() == "cpu" else None
+    return value or None
 
 
 def finish(raw: np.ndarray, lr: np.ndarray, colour_fix: str = "adain") -> np.ndarray:
@@ -118,6 +130,7 @@ class Upscaler:
         config = module.config.replace(
             dtype=self.options.dtype,
             attention_query_chunk=self.options.resolved_attention_chunk(),
+            conv_matmul_max_pixels=self.options.resolved_conv_matmul_pixels(),
         )
         if config != module.config:
             module = AdcSR(config)

@@ -36,7 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--attention-chunk",
         type=int,
         default=None,
-        help="exact attention this many queries at a time (default: 256 on CPU, off on GPU/TPU; 0 = off)",
+        help="exact attention this many queries at a time (default: 512 on CPU, off on GPU/TPU; 0 = off)",
+    )
+    parser.add_argument(
+        "--conv-matmul-pixels",
+        type=int,
+        default=None,
+        help="UNet convs on maps of at most this many pixels as one matmul "
+        "(default: 256 on CPU, off on GPU/TPU; 0 = off)",
     )
 
 
@@ -50,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
             colour_fix=args.colour_fix, dtype=args.dtype, background=args.background,
             progress=not args.no_progress, attention_chunk=args.attention_chunk,
+            conv_matmul_pixels=args.conv_matmul_pixels,
         )  # fmt: skip
         paths = list_images(args.input)
         upscaler = Upscaler.from_weights(args.weights, options)

@@ -75,7 +75,10 @@ def bench_flax(args: argparse.Namespace, bf16: bool) -> dict:
     from adcsr_jax.models.adcsr import AdcSR, AdcSRConfig, init_student
 
     config = AdcSRConfig.tiny() if args.tiny else AdcSRConfig.full()
-    config = config.replace(attention_query_chunk=args.attention_chunk)
+    config = config.replace(
+        attention_query_chunk=args.attention_chunk or None,
+        conv_matmul_max_pixels=args.conv_matmul_pixels or None,
+    )
     t0 = time.perf_counter()
     _, params = init_student(config)
     if bf16:
@@ -135,6 +138,7 @@ def bench_teacher(args: argparse.Namespace) -> dict:
     from adcsr_jax.models.osediff import OSEDiff, OSEDiffConfig, abstract_params
 
     config = (OSEDiffConfig.tiny if args.tiny else OSEDiffConfig.full)(half_decoder=False)
+    config = config.with_fast_paths(args.attention_chunk or None, args.conv_matmul_pixels or None)
     t0 = time.perf_counter()
     params = random_params(abstract_params(config))
     init_s = time.perf_counter() - t0
@@ -227,8 +231,10 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny configs (a quick smoke run)")
     parser.add_argument("--out", default=None, help="write all results as JSON here")
     parser.add_argument("--ref-out", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--attention-chunk", type=int, default=None,
-                        help="Flax student: exact chunked attention, this many queries at a time")  # fmt: skip
+    parser.add_argument("--attention-chunk", type=int, default=512,
+                        help="Flax: exact chunked attention, this many queries at a time (0: off)")  # fmt: skip
+    parser.add_argument("--conv-matmul-pixels", type=int, default=256,
+                        help="Flax: UNet convs on maps up to this size as one matmul (0: off)")  # fmt: skip
     parser.add_argument(
         "--xla-variants",
         nargs="*",
@@ -251,8 +257,8 @@ def main() -> int:
                    "--iters", str(args.iters), "--warmup", str(args.warmup), "--ref-out", ref_out]  # fmt: skip
             if args.tiny:
                 cmd.append("--tiny")
-            if args.attention_chunk:
-                cmd += ["--attention-chunk", str(args.attention_chunk)]
+            cmd += ["--attention-chunk", str(args.attention_chunk),
+                    "--conv-matmul-pixels", str(args.conv_matmul_pixels)]  # fmt: skip
             env = dict(os.environ)
             env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
             print(f"== {name}", flush=True)

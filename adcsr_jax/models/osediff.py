@@ -86,6 +86,23 @@ class OSEDiffConfig:
             half_decoder=half,
         )
 
+    def with_fast_paths(
+        self, attention_query_chunk: int | None, conv_matmul_max_pixels: int | None
+    ) -> OSEDiffConfig:
+        """The same teacher with the exact CPU fast paths set (chunked attention in the UNet and
+        VAE attention; im2col-matmul UNet convs on small maps); ``None`` switches one off."""
+        vae = lambda c: dataclasses.replace(c, attention_query_chunk=attention_query_chunk)  # noqa: E731
+        return dataclasses.replace(
+            self,
+            unet=dataclasses.replace(
+                self.unet,
+                attention_query_chunk=attention_query_chunk,
+                conv_matmul_max_pixels=conv_matmul_max_pixels,
+            ),
+            vae=vae(self.vae),
+            half_decoder=None if self.half_decoder is None else vae(self.half_decoder),
+        )
+
     @property
     def alpha_bar(self) -> float:
         """abar at ``timestep`` (0.00466010 for t = 999)."""

@@ -20,32 +20,32 @@ from adcsr_jax.nn.norm import GroupNorm
 
 
 def _chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, chunk: int):
-    """Exact attention on ``(B, T, N, H)``, one head and ``chunk`` queries at a time.
+    """Exact attention on ``(B, T, N, H)``: one loop per head over ``chunk`` queries at a time.
 
-    The logits of one chunk stay cache-sized, and the softmax is normalised after the value
-    product (one pass fewer over the logits). Measured on a 2-core CPU at 4096 tokens x 5 heads:
-    2.5x faster than ``jax.nn.dot_product_attention`` (which materialises all logits).
-    Uses ``lax.map`` loops, so it is opt-in (``query_chunk``), not for export graphs.
+    The logits of one chunk stay cache-sized, the queries are scaled once (not the logits), and
+    the softmax is normalised after the value product (one pass fewer over the logits). Each
+    head gets its own independent loop, so XLA:CPU's thunk executor runs heads concurrently.
+    Measured on this 2-core CPU at 4096 tokens x 5 heads x 48: 0.09-0.10 s at chunk 1024
+    against 0.51 s for ``jax.nn.dot_product_attention`` (which materialises all logits) and
+    0.07 s for torch's fused CPU kernel. Uses ``lax.map``, so it is opt-in (``query_chunk``),
+    not for export graphs.
     """
     b, t, n, hd = q.shape
+    q = q * jnp.asarray(scale, q.dtype)
 
-    def one_head(qkv: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
-        qh, kh, vh = qkv  # (B, T, H), (B, S, H), (B, S, H)
-        chunks = qh.reshape(b, t // chunk, chunk, hd).transpose(1, 0, 2, 3)
+    def one_chunk(qc: jax.Array, kh: jax.Array, vh: jax.Array) -> jax.Array:
+        logits = jnp.einsum("bqh,bkh->bqk", qc, kh, preferred_element_type=jnp.float32)
+        e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
+        out = jnp.einsum("bqk,bkh->bqh", e.astype(vh.dtype), vh, preferred_element_type=jnp.float32)
+        return (out / e.sum(-1, keepdims=True)).astype(qc.dtype)
 
-        def one_chunk(qc: jax.Array) -> jax.Array:
-            logits = jnp.einsum("bqh,bkh->bqk", qc, kh, preferred_element_type=jnp.float32)
-            logits = logits * scale
-            e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
-            out = jnp.einsum(
-                "bqk,bkh->bqh", e.astype(vh.dtype), vh, preferred_element_type=jnp.float32
-            )
-            return (out / e.sum(-1, keepdims=True)).astype(qh.dtype)
-
-        return jax.lax.map(one_chunk, chunks).transpose(1, 0, 2, 3).reshape(b, t, hd)
-
-    per_head = tuple(x.transpose(2, 0, 1, 3) for x in (q, k, v))  # (N, B, T, H)
-    return jax.lax.map(one_head, per_head).transpose(1, 2, 0, 3)
+    heads = []
+    for h in range(n):
+        kh, vh = k[:, :, h], v[:, :, h]
+        chunks = q[:, :, h].reshape(b, t // chunk, chunk, hd).transpose(1, 0, 2, 3)
+        out = jax.lax.map(lambda qc, kh=kh, vh=vh: one_chunk(qc, kh, vh), chunks)
+        heads.append(out.transpose(1, 0, 2, 3).reshape(b, t, hd))
+    return jnp.stack(heads, axis=2)
 
 
 def multi_head_attention(

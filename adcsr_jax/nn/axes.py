@@ -32,6 +32,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from adcsr_jax.nn.conv import conv_general_dilated_for
+
 CONV_KERNEL = ("conv_h", "conv_w", "conv_in", "conv_out")
 
 Padding = str | Sequence[tuple[int, int]]
@@ -45,8 +47,13 @@ def conv(
     padding: Padding | None = None,
     dtype: Any = jnp.float32,
     name: str | None = None,
+    matmul_max_pixels: int | None = None,
 ) -> nn.Conv:
-    """NHWC ``nn.Conv`` with torch-style explicit padding (default ``kernel_size // 2``)."""
+    """NHWC ``nn.Conv`` with torch-style explicit padding (default ``kernel_size // 2``).
+
+    ``matmul_max_pixels``: run the conv as one im2col matmul when its output map has at most
+    this many pixels (:mod:`adcsr_jax.nn.conv`; faster on XLA:CPU, same math).
+    """
     if padding is None:
         p = kernel_size // 2
         padding = ((p, p), (p, p))
@@ -59,6 +66,7 @@ def conv(
         param_dtype=jnp.float32,
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), CONV_KERNEL),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
+        conv_general_dilated=conv_general_dilated_for(matmul_max_pixels),
         name=name,
     )
 

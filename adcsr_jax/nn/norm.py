@@ -51,12 +51,30 @@ class GroupNorm(nn.Module):
                 f"{self.name or 'GroupNorm'}: {width} channels are not divisible into {groups} groups"
             )
         scale, bias = _affine(self, width)
-        xg = x.astype(jnp.float32).reshape(*x.shape[:-1], groups, width // groups)
-        axes = (*range(1, xg.ndim - 2), xg.ndim - 1)
-        mean = jnp.mean(xg, axis=axes, keepdims=True)
-        var = jnp.mean(jnp.square(xg - mean), axis=axes, keepdims=True)
-        y = ((xg - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
-        return (y * scale + bias).astype(self.dtype)
+        return group_norm(x, groups, scale, bias, self.epsilon).astype(self.dtype)
+
+
+def group_norm(
+    x: jax.Array, groups: int, scale: jax.Array, bias: jax.Array, epsilon: float
+) -> jax.Array:
+    """fp32 GroupNorm of ``(B, ..., C)``: torch's two-pass biased statistics, channels-last.
+
+    Sums run over the flattened non-batch axes per channel first (a contiguous row reduction
+    on NHWC data) and only then over the channels of each group, which on XLA:CPU is about 2x
+    faster than reducing a ``(..., groups, C // groups)`` view directly; same math.
+    """
+    b, width = x.shape[0], x.shape[-1]
+    per = width // groups
+    xf = x.astype(jnp.float32).reshape(b, -1, width)
+    count = xf.shape[1] * per
+
+    def group_mean(per_channel_sum: jax.Array) -> jax.Array:  # (B, C) -> (B, 1, C)
+        g = per_channel_sum.reshape(b, groups, per).sum(-1, keepdims=True) / count
+        return jnp.broadcast_to(g, (b, groups, per)).reshape(b, 1, width)
+
+    d = xf - group_mean(xf.sum(1))
+    inv = jax.lax.rsqrt(group_mean(jnp.square(d).sum(1)) + epsilon)
+    return (d * (inv * scale) + bias).reshape(x.shape)
 
 
 class LayerNorm(nn.Module):

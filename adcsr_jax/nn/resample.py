@@ -23,11 +23,20 @@ class Downsample2D(nn.Module):
     out_channels: int
     padding: Literal["unet", "vae"] = "unet"
     dtype: Any = jnp.float32
+    conv_matmul_max_pixels: int | None = None  # see adcsr_jax.nn.conv
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         pad = {"unet": ((1, 1), (1, 1)), "vae": ((0, 1), (0, 1))}[self.padding]
-        return conv(self.out_channels, 3, stride=2, padding=pad, dtype=self.dtype, name="conv")(x)
+        return conv(
+            self.out_channels,
+            3,
+            stride=2,
+            padding=pad,
+            dtype=self.dtype,
+            name="conv",
+            matmul_max_pixels=self.conv_matmul_max_pixels,
+        )(x)
 
 
 def upsample_nearest(x: jax.Array, size: tuple[int, int] | None = None) -> jax.Array:
@@ -48,10 +57,14 @@ class Upsample2D(nn.Module):
 
     out_channels: int
     dtype: Any = jnp.float32
+    conv_matmul_max_pixels: int | None = None  # see adcsr_jax.nn.conv
 
     @nn.compact
     def __call__(self, x: jax.Array, size: tuple[int, int] | None = None) -> jax.Array:
-        return conv(self.out_channels, 3, dtype=self.dtype, name="conv")(upsample_nearest(x, size))
+        mm = self.conv_matmul_max_pixels
+        return conv(self.out_channels, 3, dtype=self.dtype, name="conv", matmul_max_pixels=mm)(
+            upsample_nearest(x, size)
+        )
 
 
 def pixel_unshuffle(x: jax.Array, factor: int) -> jax.Array:

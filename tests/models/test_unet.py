@@ -45,8 +45,9 @@ def _run(module, params, *args):
     return np.asarray(jax.jit(module.apply)({"params": params}, *args))
 
 
-@pytest.mark.parametrize(("size", "chunk"), [((8, 8), 16), ((6, 10), None)])
-def test_unet_with_cross_attention_matches_diffusers(size, chunk):
+@pytest.mark.parametrize(("size", "chunk", "matmul"), [((8, 8), 16, 16), ((6, 10), None, None)])
+def test_unet_with_cross_attention_matches_diffusers(size, chunk, matmul):
+    # matmul=16: every conv on a map of <= 16 pixels (the 4x4 and 2x2 levels) is an im2col matmul.
     model = ref.torch_unet(TINY, seed=1)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, *size, 4), np.float32)
@@ -54,7 +55,9 @@ def test_unet_with_cross_attention_matches_diffusers(size, chunk):
     ctx = rng.standard_normal((2, 7, 24), np.float32)
     with torch.no_grad():
         want = ref.nhwc(model(ref.nchw(x), torch.from_numpy(t), torch.from_numpy(ctx)).sample)
-    config = dataclasses.replace(UNetConfig.from_diffusers(TINY), attention_query_chunk=chunk)
+    config = dataclasses.replace(
+        UNetConfig.from_diffusers(TINY), attention_query_chunk=chunk, conv_matmul_max_pixels=matmul
+    )
     params = unet_params_from_torch(ref.state_dict_numpy(model), config)
     got = _run(UNet2D(config), params, x, t, ctx)
     assert got.shape == want.shape
