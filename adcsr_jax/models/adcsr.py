@@ -65,8 +65,8 @@ class AdcSRConfig:
     # Exact attention a head and this many queries at a time (UNet and decoder mid block):
     # about 2.5x faster attention on XLA:CPU at 4096 tokens; None for export graphs.
     attention_query_chunk: int | None = None
-    # UNet convs whose output map has at most this many pixels run as one im2col matmul
-    # (adcsr_jax.nn.conv): exact, 1.2-3x faster on XLA:CPU at 8x8 and 16x16; None elsewhere.
+    # Convs whose output map has at most this many pixels, and every 1x1 conv, run as one
+    # (im2col) matmul (adcsr_jax.nn.conv): exact, 1.1-3x faster on XLA:CPU; None elsewhere.
     conv_matmul_max_pixels: int | None = None
 
     def __post_init__(self) -> None:
@@ -124,6 +124,7 @@ class AdcSRConfig:
             norm_num_groups=self.decoder_norm_num_groups,
             norm_eps=self.decoder_norm_eps,
             attention_query_chunk=self.attention_query_chunk,
+            conv_matmul_max_pixels=self.conv_matmul_max_pixels,
             dtype=self.dtype,
         )
 

@@ -91,7 +91,11 @@ class OSEDiffConfig:
     ) -> OSEDiffConfig:
         """The same teacher with the exact CPU fast paths set (chunked attention in the UNet and
         VAE attention; im2col-matmul UNet convs on small maps); ``None`` switches one off."""
-        vae = lambda c: dataclasses.replace(c, attention_query_chunk=attention_query_chunk)  # noqa: E731
+        vae = lambda c: dataclasses.replace(  # noqa: E731
+            c,
+            attention_query_chunk=attention_query_chunk,
+            conv_matmul_max_pixels=conv_matmul_max_pixels,
+        )
         return dataclasses.replace(
             self,
             unet=dataclasses.replace(

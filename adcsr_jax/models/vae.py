@@ -51,6 +51,7 @@ class VAEConfig:
     scaling_factor: float = 0.18215
     dtype: str = "float32"
     attention_query_chunk: int | None = None  # exact chunked mid-block attention (CPU speed)
+    conv_matmul_max_pixels: int | None = None  # convs as matmuls (CPU speed, adcsr_jax.nn.conv)
 
     def __post_init__(self) -> None:
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -147,15 +148,23 @@ class EncoderBlock(nn.Module):
     num_groups: int | None = 32
     eps: float = 1e-6
     dtype: Any = jnp.float32
+    conv_matmul_max_pixels: int | None = None
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
         for i in range(self.num_layers):
             h = ResnetBlock2D(
-                self.width, self.num_groups, self.eps, self.dtype, name=f"resnets_{i}"
+                self.width,
+                self.num_groups,
+                self.eps,
+                self.dtype,
+                self.conv_matmul_max_pixels,
+                name=f"resnets_{i}",
             )(h)
         if self.add_downsample:
-            h = Downsample2D(self.width, "vae", dtype=self.dtype, name="downsamplers_0")(h)
+            h = Downsample2D(
+                self.width, "vae", self.dtype, self.conv_matmul_max_pixels, name="downsamplers_0"
+            )(h)
         return h
 
 
@@ -168,15 +177,23 @@ class DecoderBlock(nn.Module):
     num_groups: int | None = 32
     eps: float = 1e-6
     dtype: Any = jnp.float32
+    conv_matmul_max_pixels: int | None = None
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
         for i in range(self.num_layers):
             h = ResnetBlock2D(
-                self.width, self.num_groups, self.eps, self.dtype, name=f"resnets_{i}"
+                self.width,
+                self.num_groups,
+                self.eps,
+                self.dtype,
+                self.conv_matmul_max_pixels,
+                name=f"resnets_{i}",
             )(h)
         if self.add_upsample:
-            h = Upsample2D(self.width, dtype=self.dtype, name="upsamplers_0")(h)
+            h = Upsample2D(
+                self.width, self.dtype, self.conv_matmul_max_pixels, name="upsamplers_0"
+            )(h)
         return h
 
 
@@ -198,6 +215,7 @@ class Encoder(nn.Module):
                 cfg.norm_num_groups,
                 cfg.norm_eps,
                 dtype,
+                cfg.conv_matmul_max_pixels,
             )
             for i, w in enumerate(widths)
         ]
@@ -249,6 +267,7 @@ class Decoder(nn.Module):
                 cfg.norm_num_groups,
                 cfg.norm_eps,
                 dtype,
+                cfg.conv_matmul_max_pixels,
             )
             for i, w in enumerate(widths)
         ]

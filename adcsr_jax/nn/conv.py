@@ -7,6 +7,9 @@ PyTorch (8x8, 1920 -> 960: 46 ms against 30 ms in torch and 14 ms as one matmul 
 copies of a map of at most a few hundred pixels costs little, and the single matmul then runs at
 the machine's matmul speed. Same math as the convolution (the sums are only reordered).
 
+A 1x1 conv (stride 1, no padding) is a plain matmul at any map size, and XLA:CPU runs it
+1.1-2x faster as one (256x256, 256 -> 128: 35 ms as a conv, 17 ms as a matmul).
+
 Used through :func:`conv_general_dilated_for`, which picks the matmul form per call shape and
 falls back to ``lax.conv_general_dilated`` for large maps and for anything not NHWC/HWIO.
 """
@@ -53,8 +56,9 @@ def im2col_conv(
 def conv_general_dilated_for(max_pixels: int | None) -> Callable[..., jax.Array] | None:
     """A drop-in ``lax.conv_general_dilated`` for ``flax.linen.Conv`` (its ``conv_general_dilated``).
 
-    Convs whose output map has at most ``max_pixels`` pixels run as :func:`im2col_conv`; the
-    rest, and any dilated, grouped, non-NHWC or string-padded call, use XLA's convolution.
+    Convs whose output map has at most ``max_pixels`` pixels, and 1x1 convs (stride 1, no
+    padding) of any size, run as :func:`im2col_conv`; the rest, and any dilated, grouped,
+    non-NHWC or string-padded call, use XLA's convolution.
     ``None`` or ``0`` returns ``None`` (Flax's default, XLA's convolution everywhere).
     """
     if not max_pixels:
@@ -86,7 +90,9 @@ def conv_general_dilated_for(max_pixels: int | None) -> Callable[..., jax.Array]
             kh, kw = rhs.shape[:2]
             oh = (lhs.shape[1] + pt + pb - kh) // window_strides[0] + 1
             ow = (lhs.shape[2] + pl + pr - kw) // window_strides[1] + 1
-            if oh * ow <= max_pixels:
+            unpadded = pt == pb == pl == pr == 0
+            pointwise = (kh, kw) == (1, 1) and tuple(window_strides) == (1, 1) and unpadded
+            if pointwise or oh * ow <= max_pixels:
                 return im2col_conv(lhs, rhs, window_strides, padding, precision)
         return lax.conv_general_dilated(
             lhs,

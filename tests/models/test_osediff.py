@@ -114,9 +114,12 @@ def test_schedule_constant() -> None:
     assert abs(OSEDiffConfig().alpha_bar - 0.00466010) < 1e-8
 
 
-def test_teacher_matches_torch(torch_parts) -> None:
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "cpu-fast-paths"])
+def test_teacher_matches_torch(torch_parts, fast: bool) -> None:
     unet, vae, half = torch_parts
     config = OSEDiffConfig.tiny()
+    if fast:  # 8x12 latent: 96 tokens in 3 chunks of 32; UNet convs on <= 24-pixel maps as matmuls
+        config = config.with_fast_paths(attention_query_chunk=32, conv_matmul_max_pixels=24)
     sd = teacher_state_dict(
         ref.state_dict_numpy(unet), ref.state_dict_numpy(vae), ref.state_dict_numpy(half)
     )

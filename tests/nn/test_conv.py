@@ -49,6 +49,14 @@ def test_module_switches_by_output_size() -> None:
         np.testing.assert_allclose(layer.apply(params, x), plain.apply(params, x), atol=1e-5)
 
 
+def test_pointwise_conv_is_a_matmul_at_any_size() -> None:
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((1, 32, 32, 6)), jnp.float32)
+    layer = conv(5, 1, matmul_max_pixels=16)
+    params = layer.init(jax.random.key(0), x)
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(layer.apply)(params, x))
+    np.testing.assert_allclose(layer.apply(params, x), conv(5, 1).apply(params, x), atol=1e-5)
+
+
 def test_off_means_flax_default() -> None:
     assert conv_general_dilated_for(None) is None
     assert conv_general_dilated_for(0) is None
