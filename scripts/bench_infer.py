@@ -13,6 +13,10 @@ measurement runs in its own subprocess so its peak RSS is its own:
 * ``teacher``: OSEDiff in Flax (bicubic x4, VAE encoder mean, UNet at t=999 with a 77x1024 text
   context, closed-form z0, VAE decoder), fp32, with its FLOPs.
 * ``teacher-torch``: the same with diffusers' UNet2DConditionModel and AutoencoderKL.
+* ``matmul-peak``: fp32 and bf16 GFLOP/s of one large matmul in XLA and PyTorch (can bf16 win?).
+
+The Flax parts run with the exact CPU fast paths that ``adcsr infer`` uses on CPU
+(``--attention-chunk 512 --conv-matmul-pixels 256``; 0 turns one off).
 
 Heavy (up to ~6 GB per process, ~20 min on a shared 2-core machine)::
 
@@ -36,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PARTS = ("torch", "flax", "flax-bf16", "teacher", "teacher-torch")
+PARTS = ("torch", "flax", "flax-bf16", "teacher", "teacher-torch", "matmul-peak")
 SPEC_MACS = {"student": (495.0, 54.5), "teacher": (541.1 + 339.1 + 1240.1, 17.2 + 63.0 + 17.2)}
 
 
@@ -176,6 +180,32 @@ def bench_teacher_torch(args: argparse.Namespace) -> dict:
     return {"init_s": init_s, "times_s": times, "threads": torch.get_num_threads()}
 
 
+def bench_matmul_peak(args: argparse.Namespace) -> dict:
+    """GFLOP/s of a (4096 x 960) @ (960 x 960) matmul (the student's level-0 FF shape) in fp32
+    and bf16, XLA and PyTorch: whether a bf16 path can beat fp32 on this CPU at all."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    flop = 2 * 4096 * 960 * 960
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((4096, 960), np.float32), rng.standard_normal((960, 960), np.float32)
+    rates, times = {}, []
+    for name, dtype in (("fp32", jnp.float32), ("bf16", jnp.bfloat16)):
+        x, w = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
+        mm = jax.jit(lambda x, w: x @ w)
+        t = _time(lambda mm=mm, x=x, w=w: mm(x, w).block_until_ready(), 20, 3)
+        times += t if name == "fp32" else []
+        rates[f"xla_{name}"] = flop / min(t) / 1e9
+        tdtype = torch.float32 if name == "fp32" else torch.bfloat16
+        ta, tb = torch.from_numpy(a).to(tdtype), torch.from_numpy(b).to(tdtype)
+        with torch.no_grad():
+            t = _time(lambda ta=ta, tb=tb: ta @ tb, 20, 3)
+        rates[f"torch_{name}"] = flop / min(t) / 1e9
+    return {"times_s": times, "gflops": rates}
+
+
 def run_part(args: argparse.Namespace) -> None:
     fn = {
         "flax": lambda: bench_flax(args, bf16=False),
@@ -183,6 +213,7 @@ def run_part(args: argparse.Namespace) -> None:
         "torch": lambda: bench_torch(args),
         "teacher": lambda: bench_teacher(args),
         "teacher-torch": lambda: bench_teacher_torch(args),
+        "matmul-peak": lambda: bench_matmul_peak(args),
     }[args.part]
     result = fn()
     result.update(part=args.part, peak_rss_mb=_peak_rss_mb(),
@@ -194,6 +225,10 @@ def summarise(results: dict[str, dict]) -> list[str]:
     lines = []
     med = {k: v["median_s"] for k, v in results.items()}
     for name, r in results.items():
+        if "gflops" in r:
+            rates = ", ".join(f"{k} {v:.0f}" for k, v in r["gflops"].items())
+            lines.append(f"{name:14s} 4096x960x960 matmul GFLOP/s: {rates}")
+            continue
         extra = ""
         if r.get("flops"):
             kind = "teacher" if name.startswith("teacher") else "student"
