@@ -80,7 +80,12 @@ def bench_flax(args: argparse.Namespace) -> dict:
     from adcsr_jax.models import UNet2D, UNetConfig, abstract_params
 
     x, ctx = _inputs(args.batch, args.latent)
-    module = UNet2D(UNetConfig(attention_query_chunk=args.attention_chunk or None))
+    module = UNet2D(
+        UNetConfig(
+            attention_query_chunk=args.attention_chunk or None,
+            conv_matmul_max_pixels=args.conv_matmul_pixels or None,
+        )
+    )
     t0 = time.perf_counter()
     abstract = abstract_params(module, x[:1, :8, :8], jnp.zeros((1,)), ctx[:1, :1])
     params = jax.tree_util.tree_map_with_path(_random_leaf, abstract)
@@ -103,6 +108,7 @@ def bench_flax(args: argparse.Namespace) -> dict:
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "attention_chunk": args.attention_chunk,
+        "conv_matmul_pixels": args.conv_matmul_pixels,
         "init_s": round(init_s, 2),
         "setup_rss_mb": round(setup_rss),
         "compile_s": round(compile_s, 2),
@@ -154,7 +160,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternate flax/torch this often")
     parser.add_argument("--xla-flags", default="")
     parser.add_argument(
-        "--attention-chunk", type=int, default=256, help="UNetConfig.attention_query_chunk (0: off)"
+        "--attention-chunk", type=int, default=512, help="UNetConfig.attention_query_chunk (0: off)"
+    )
+    parser.add_argument(
+        "--conv-matmul-pixels",
+        type=int,
+        default=256,
+        help="UNetConfig.conv_matmul_max_pixels (0: off)",
     )
     parser.add_argument("--only", choices=["flax", "torch"])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -174,6 +186,7 @@ def main() -> int:
             cmd += ["--latent", str(args.latent), "--batch", str(args.batch)]
             cmd += ["--iters", str(args.iters), "--warmup", str(args.warmup)]
             cmd += ["--attention-chunk", str(args.attention_chunk)]
+            cmd += ["--conv-matmul-pixels", str(args.conv_matmul_pixels)]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
             lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
             if out.returncode or not lines:
