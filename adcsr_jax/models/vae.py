@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -139,12 +139,16 @@ class VAEMidBlock(nn.Module):
         return res("resnets_1")(h)
 
 
-class EncoderBlock(nn.Module):
-    """``DownEncoderBlock2D``: ResNets, then the right/bottom-padded stride-2 conv if not last."""
+class VAEBlock(nn.Module):
+    """diffusers ``DownEncoderBlock2D`` / ``UpDecoderBlock2D``: ResNets, then the resampler.
+
+    ``resample``: ``"down"`` = the right/bottom-padded stride-2 conv (``downsamplers_0``),
+    ``"up"`` = nearest x2 + conv (``upsamplers_0``), ``None`` = none (the last block).
+    """
 
     width: int
     num_layers: int
-    add_downsample: bool
+    resample: Literal["down", "up"] | None
     num_groups: int | None = 32
     eps: float = 1e-6
     dtype: Any = jnp.float32
@@ -152,48 +156,15 @@ class EncoderBlock(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
+        mm = self.conv_matmul_max_pixels
         for i in range(self.num_layers):
             h = ResnetBlock2D(
-                self.width,
-                self.num_groups,
-                self.eps,
-                self.dtype,
-                self.conv_matmul_max_pixels,
-                name=f"resnets_{i}",
+                self.width, self.num_groups, self.eps, self.dtype, mm, name=f"resnets_{i}"
             )(h)
-        if self.add_downsample:
-            h = Downsample2D(
-                self.width, "vae", self.dtype, self.conv_matmul_max_pixels, name="downsamplers_0"
-            )(h)
-        return h
-
-
-class DecoderBlock(nn.Module):
-    """``UpDecoderBlock2D``: ResNets, then nearest x2 + conv if not last."""
-
-    width: int
-    num_layers: int
-    add_upsample: bool
-    num_groups: int | None = 32
-    eps: float = 1e-6
-    dtype: Any = jnp.float32
-    conv_matmul_max_pixels: int | None = None
-
-    @nn.compact
-    def __call__(self, h: jax.Array) -> jax.Array:
-        for i in range(self.num_layers):
-            h = ResnetBlock2D(
-                self.width,
-                self.num_groups,
-                self.eps,
-                self.dtype,
-                self.conv_matmul_max_pixels,
-                name=f"resnets_{i}",
-            )(h)
-        if self.add_upsample:
-            h = Upsample2D(
-                self.width, self.dtype, self.conv_matmul_max_pixels, name="upsamplers_0"
-            )(h)
+        if self.resample == "down":
+            h = Downsample2D(self.width, "vae", self.dtype, mm, name="downsamplers_0")(h)
+        elif self.resample == "up":
+            h = Upsample2D(self.width, self.dtype, mm, name="upsamplers_0")(h)
         return h
 
 
@@ -208,10 +179,10 @@ class Encoder(nn.Module):
         widths = cfg.block_out_channels
         self.conv_in = conv(widths[0], 3, dtype=dtype)
         self.down_blocks = [
-            EncoderBlock(
+            VAEBlock(
                 w,
                 cfg.layers_per_block,
-                i < len(widths) - 1,
+                "down" if i < len(widths) - 1 else None,
                 cfg.norm_num_groups,
                 cfg.norm_eps,
                 dtype,
@@ -260,10 +231,10 @@ class Decoder(nn.Module):
             cfg.attention_query_chunk,
         )
         self.up_blocks = [
-            DecoderBlock(
+            VAEBlock(
                 w,
                 cfg.layers_per_block + 1,
-                i < len(widths) - 1,
+                "up" if i < len(widths) - 1 else None,
                 cfg.norm_num_groups,
                 cfg.norm_eps,
                 dtype,
