@@ -6,17 +6,27 @@ TFLite's int16-activation kernels break on a few ops the networks use (measured 
 and ``SELECT`` (inside exact-erf GELU) have no 16x8 kernel at all, so conversion fails.
 :func:`quant_friendly` re-traces a function and replaces, primitive by primitive:
 
-- ``reduce_sum`` (GroupNorm / LayerNorm means, softmax sums, colour-fix statistics) ->
+- ``reduce_sum`` (GroupNorm / LayerNorm means and variances, colour-fix statistics) ->
   a matmul with a constant ones vector (``FULLY_CONNECTED``; int8 weights hold 1 exactly),
   in two stages when the reduced size is large, to keep the constants small;
-- ``div`` by a constant -> multiply by its reciprocal; ``exp(a) / y`` with ``y > 0`` (softmax)
-  -> ``exp(a - log y)``; any other ``x / y`` with ``y`` known positive -> ``x * rsqrt(y)**2``;
+- softmax (``exp(a) / sum(exp(a))``) is left alone, so that the converter fuses it into
+  TFLite's ``SOFTMAX``, whose int16 kernel normalises in fixed point. The decomposed form
+  needs a LOG (or RSQRT) table over the denominator's [1, tokens] range, and int16 tables are
+  coarse at the bottom of their range (measured: LOG off by 1.8 near 1 over [0.5, 300]);
+- ``rsqrt`` of a statistic (anything computed from a rewritten reduction: GroupNorm /
+  LayerNorm variances) -> int16 RSQRT then two Newton steps (:func:`rsqrt_refined`), since
+  the RSQRT table is 17% off at 1/4000 of its range and group variances span 4000x;
+- ``div`` by a constant -> multiply by its reciprocal; any other ``x / y`` with ``y`` known
+  positive -> ``x * rsqrt(y)**2``;
 - ``erf`` / ``erfc`` -> Abramowitz-Stegun 7.1.26 (abs error < 1.5e-7; 6e-7 in fp32), branch-free
   as ``E(max(x, 0)) - E(max(-x, 0))``, its reciprocal through ``rsqrt``;
 - ``x / sqrt(v)`` -> ``x * rsqrt(v)``; ``sqrt(v)`` -> ``v * rsqrt(max(v, 1e-30))`` (no int16
   SQRT kernel);
 - ``min(x, c)`` / ``clamp`` with constant bounds -> ``c - max(c - x, 0)`` (the converter would
   fuse max-then-min into RELU_0_TO_1, which has no int16 kernel);
+- ``max(x, -inf)`` (softmax's ``initial``) / ``min(x, inf)`` -> ``x``: the int16 MAXIMUM
+  against the infinite constant (quantised with a scale of 1e34) returned garbage, measured as
+  a 400% error on the softmax row maxima of the tiny student;
 - ``neg`` -> ``x * -1``; ``square`` / ``integer_pow(2)`` -> ``x * x``; ``select_n`` with a
   constant predicate (``jnp.var``'s ddof guard) -> the chosen branch.
 
@@ -44,6 +54,8 @@ _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 # Reductions over more elements than this are done in two matmuls (small ones-constants).
 _TWO_STAGE_ABOVE = 4096
+# Newton steps after RSQRT of a statistic (each squares the relative error of int16's table).
+_NEWTON_STEPS = 2
 # Primitives whose sub-jaxpr is inlined (param holding it).
 _INLINE = {
     "jit": "jaxpr",
@@ -75,11 +87,15 @@ _SHAPE_OPS = {
 
 @dataclasses.dataclass(frozen=True)
 class _Info:
-    """What the rewrite knows about a value: strictly positive, ``exp(exp_arg)``, ``sqrt(sqrt_arg)``."""
+    """What the rewrite knows about a value: strictly positive, ``exp(exp_arg)``, ``sqrt(sqrt_arg)``,
+    a statistic (computed from a reduction: per-group / per-token, wide dynamic range), the sum
+    of the exp tensor ``softmax_of`` (a softmax denominator)."""
 
     positive: bool = False
     exp_arg: Any = None
     sqrt_arg: Any = None
+    reduced: bool = False
+    softmax_of: Any = None
 
 
 _UNKNOWN = _Info()
@@ -131,6 +147,22 @@ def reciprocal(y: jax.Array) -> jax.Array:
     return r * r
 
 
+def rsqrt_refined(v: jax.Array, steps: int = _NEWTON_STEPS) -> jax.Array:
+    """``rsqrt(v)`` followed by Newton steps ``r <- r * (1.5 - 0.5 * (v * r) * r)``.
+
+    TFLite's int16 RSQRT is a 513-entry lookup table over the input's whole int16 range, so its
+    relative error grows towards the bottom of the range (measured: 17% at 1/4000 of the range
+    max, 2% at 1/80). Variances of GroupNorm groups / LayerNorm tokens span 1000x within one
+    tensor. Each Newton step squares the relative error (17% -> 4% -> 0.3%), and every
+    intermediate is well scaled: ``v * r`` is about ``sqrt(v)`` and ``(v * r) * r`` about 1.
+    In float the steps leave an exact ``rsqrt`` unchanged (to rounding).
+    """
+    r = jax.lax.rsqrt(v)
+    for _ in range(steps):
+        r = r * (1.5 - 0.5 * ((v * r) * r))
+    return r
+
+
 def _erf_nonneg(t: jax.Array) -> jax.Array:
     """erf(t) for t >= 0 (A-S 7.1.26), with no division, negation or branch."""
     s = reciprocal(1.0 + _AS_P * t)
@@ -149,7 +181,13 @@ def _rule_reduce_sum(vals, infos, params):
     (x,) = vals
     if not _is_float(x):
         return None
-    return sum_matmul(x, params["axes"]), _Info(positive=infos[0].positive)
+    if infos[0].exp_arg is not None:
+        # Sum of exp: a softmax denominator. Kept (with the division below) so that the
+        # converter fuses the pattern into TFLite's SOFTMAX, whose int16 kernel normalises in
+        # fixed point; the decomposed form needs a LOG or RSQRT table over a [1, tokens] range.
+        out = jax.lax.reduce_sum_p.bind(x, **params)
+        return out, _Info(positive=True, softmax_of=x)
+    return sum_matmul(x, params["axes"]), _Info(positive=infos[0].positive, reduced=True)
 
 
 def _rule_div(vals, infos, params):
@@ -157,11 +195,18 @@ def _rule_div(vals, infos, params):
     if not _is_float(x) or not _is_float(y):
         return None
     if _concrete(y):
-        return x * (1.0 / np.asarray(y, dtype=np.float64)).astype(jnp.result_type(y)), _UNKNOWN
+        inverse = (1.0 / np.asarray(y, dtype=np.float64)).astype(jnp.result_type(y))
+        keep = _Info(
+            positive=infos[0].positive and bool(np.all(inverse > 0)), reduced=infos[0].reduced
+        )
+        return x * inverse, keep
+    if infos[1].softmax_of is not None and infos[1].softmax_of is x:
+        return None  # exp(a) / sum(exp(a)): left for the converter's SOFTMAX fusion
     if not infos[1].positive:
         return None
     if infos[1].sqrt_arg is not None:
-        return x * jax.lax.rsqrt(infos[1].sqrt_arg), _Info(positive=infos[0].positive)
+        r = _rsqrt(infos[1].sqrt_arg, infos[1].reduced)
+        return x * r, _Info(positive=infos[0].positive)
     if infos[0].exp_arg is not None:
         return jnp.exp(infos[0].exp_arg - jnp.log(y)), _Info(positive=True)
     return x * reciprocal(y), _Info(positive=infos[0].positive)
@@ -204,7 +249,19 @@ def _rule_sqrt(vals, infos, params):
     if not _is_float(v):
         return None
     tiny = np.float32(1e-30)
-    return v * jax.lax.rsqrt(jnp.maximum(v, tiny)), _Info(positive=True, sqrt_arg=v)
+    r = _rsqrt(jnp.maximum(v, tiny), infos[0].reduced)
+    return v * r, _Info(positive=True, sqrt_arg=v, reduced=infos[0].reduced)
+
+
+def _rsqrt(v: Any, statistic: bool) -> Any:
+    return rsqrt_refined(v) if statistic else jax.lax.rsqrt(v)
+
+
+def _rule_rsqrt(vals, infos, params):
+    (v,) = vals
+    if not (_is_float(v) and infos[0].reduced):
+        return None
+    return rsqrt_refined(v), _Info(positive=True)
 
 
 def _min_const(x: Any, c: Any) -> Any:
@@ -213,10 +270,31 @@ def _min_const(x: Any, c: Any) -> Any:
     return c - jnp.maximum(c - x, 0.0)
 
 
+def _infinite_const(x: Any, sign: float) -> bool:
+    """``x`` is a constant equal to ``sign * inf`` everywhere."""
+    return _concrete(x) and bool(np.all(np.asarray(x) == sign * np.inf))
+
+
+def _identity_bound(a: Any, b: Any, infos: Sequence[_Info], sign: float) -> Any:
+    """``max(x, -inf)`` / ``min(x, inf)`` -> ``x`` (as broadcast), else None."""
+    for const, other, info in ((a, b, infos[1]), (b, a, infos[0])):
+        if _infinite_const(const, sign) and not _concrete(other):
+            shape = jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b))
+            return jnp.broadcast_to(other, shape), info
+    return None
+
+
+def _rule_max(vals, infos, params):
+    return _identity_bound(*vals, infos, -1.0)
+
+
 def _rule_min(vals, infos, params):
     a, b = vals
     if not (_is_float(a) and _is_float(b)):
         return None
+    same = _identity_bound(a, b, infos, 1.0)
+    if same is not None:
+        return same
     if _concrete(b) and not _concrete(a):
         return _min_const(a, b), _UNKNOWN
     if _concrete(a) and not _concrete(b):
@@ -234,6 +312,8 @@ def _rule_clamp(vals, infos, params):
 _RULES: dict[str, Callable[..., Any]] = {
     "sqrt": _rule_sqrt,
     "min": _rule_min,
+    "max": _rule_max,
+    "rsqrt": _rule_rsqrt,
     "clamp": _rule_clamp,
     "reduce_sum": _rule_reduce_sum,
     "div": _rule_div,
@@ -253,12 +333,17 @@ def _infer_info(name: str, vals: list[Any], infos: list[_Info], out: Any) -> _In
     if name in ("rsqrt", "sqrt", "logistic"):
         return _Info(positive=True)
     pos = [i.positive or _positive_const(v) for v, i in zip(vals, infos)]
-    if name in ("add", "mul") and len(pos) == 2:
-        return _Info(positive=all(pos) or (name == "mul" and vals[0] is vals[1]))
+    # A statistic stays one through arithmetic with constants and shape ops.
+    reduced = any(i.reduced for i in infos) and all(
+        i.reduced or _concrete(v) for v, i in zip(vals, infos)
+    )
+    if name in ("add", "sub", "mul") and len(pos) == 2:
+        positive = name != "sub" and (all(pos) or (name == "mul" and vals[0] is vals[1]))
+        return _Info(positive=positive, reduced=reduced)
     if name == "max":
-        return _Info(positive=any(pos))
-    if name in _SHAPE_OPS and pos and all(pos):
-        return _Info(positive=True)
+        return _Info(positive=any(pos), reduced=reduced)
+    if name in _SHAPE_OPS:
+        return _Info(positive=bool(pos) and all(pos), reduced=reduced)
     return _UNKNOWN
 
 
@@ -270,6 +355,8 @@ def _carry_args(eqn: Any, info: _Info, vals: list[Any], infos: list[_Info]) -> _
     src = infos[0] if infos else _UNKNOWN
     if eqn.primitive.name not in _UNARY_SHAPE_OPS or len(vals) != 1:
         return info
+    if src.softmax_of is not None:  # the denominator broadcast back for the division
+        info = dataclasses.replace(info, softmax_of=src.softmax_of)
     if src.exp_arg is None and src.sqrt_arg is None:
         return info
     replay = lambda a: None if a is None else _bind(eqn, [a])  # noqa: E731

@@ -15,7 +15,7 @@ pytest.importorskip("ai_edge_litert")
 from adcsr_jax.export import tflite  # noqa: E402
 from tests.export.conftest import LR  # noqa: E402
 
-W8A16_MIN_PSNR = 15.0
+W8A16_MIN_PSNR = 27.0
 
 
 @pytest.fixture(scope="module")
@@ -44,22 +44,48 @@ def test_fp32_matches_jax(exported, tiny_student, lr_images) -> None:
 def test_w8a16_is_int16_and_accurate(exported, tiny_student, lr_images) -> None:
     runner = tflite.TFLiteRunner(exported["w8a16"])
     ops = runner.op_names()
-    # The rewrite leaves no int16-hostile op (SUM/MEAN/DIV/erf's LESS+SELECT) in the graph.
-    assert not ops & {"SUM", "MEAN", "DIV", "LESS", "SELECT", "SELECT_V2", "NEG"}, ops
+    # The rewrite leaves no int16-hostile op (SUM/MEAN/DIV/erf's LESS+SELECT) in the graph;
+    # attention's softmax is TFLite's own SOFTMAX (fixed-point normalisation in int16).
+    assert not ops & {"SUM", "MEAN", "DIV", "LESS", "SELECT", "SELECT_V2", "NEG", "LOG"}, ops
+    assert "SOFTMAX" in ops, ops
     details = runner.interpreter.get_tensor_details()
     assert any(d["dtype"] == np.int16 for d in details)
     # The file returns the raw output; the colour fix runs on the host (W8A16 default).
     model = for_precision(tiny_student, "w8a16")
     assert model.finish is host_colour_fix
     acc = evaluate(lambda x: model.finish(runner(x), x), model.jax_fn(), lr_images["check"])
-    # Measured on this random tiny network (held-out RealSR crops): int8 weights alone give
-    # 32-44 dB, W8A16 20-38 dB (per-tensor int16 activations of a random network have channels
-    # of very different scales). The bound below catches a broken export (< 15 dB: wrong
-    # range, missing rewrite, clipped statistics), not the 35 dB target of trained weights.
+    # Measured on this random tiny network, 24 held-out RealSR crops: W8A16 pooled 35.4 dB
+    # (per image 30-49, mean 36.3) against an int8-weights-only floor of 31.7-56 (mean 38.3);
+    # before the SOFTMAX / Newton-rsqrt / range-margin fixes: 17-37 dB (mean 26.4). The two
+    # check images here give 30.4 and 39.7 dB.
     floor = int8_weight_floor(model.reference, model.params, lr_images["check"])
     assert acc.psnr >= W8A16_MIN_PSNR, (acc, floor)
     assert floor.psnr > acc.psnr - 3.0, (acc, floor)  # int16 activations do not beat the floor
     assert exported["w8a16"].stat().st_size < 0.4 * exported["fp32"].stat().st_size
+
+
+def test_widen_ranges_scales_activations_only(lr_images) -> None:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    def apply(p, x):  # two activations and a constant are enough here
+        return x * 2.0 - 1.0 + p
+
+    conv = tflite.float_converter(apply, np.float32(0.25), (1, LR, LR, 3))
+    calibrated = tflite.calibrate(conv, lr_images["calib"][:2])
+
+    def ranges(model: bytes) -> dict[str, tuple[float, float]]:
+        obj = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+        out = {}
+        for t in obj.subgraphs[0].tensors:
+            q = t.quantization
+            if q is not None and q.min is not None and len(q.min):
+                out[t.name.decode()] = (float(q.min[0]), float(q.max[0]))
+        return out
+
+    before, after = ranges(calibrated), ranges(tflite.widen_ranges(calibrated, 2.0))
+    assert before and before.keys() == after.keys()
+    for name, (lo, hi) in before.items():
+        assert after[name] == pytest.approx((2 * lo, 2 * hi)), name
 
 
 def test_runner_rejects_wrong_shape(exported) -> None:
