@@ -1,7 +1,8 @@
 """Representative LR images for W8A16 calibration and for checking exports.
 
-From a folder of images (e.g. ``../shared/data/realsr/test_LR``) or from any iterable of
-``(H, W, 3)`` / ``(1, H, W, 3)`` arrays in [0, 1] (e.g. LR batches of the training pipeline).
+From a folder of images (e.g. ``../shared/data/realsr/test_LR``), from the training data
+pipeline (:func:`from_pipeline`: HR crops degraded to LR, as stage 2 sees them) or from any
+iterable of ``(H, W, 3)`` / ``(1, H, W, 3)`` arrays in [0, 1].
 Each image is centre-cropped (or edge-padded) to ``size`` x ``size``, as the exported graph has a
 fixed spatial size.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +63,41 @@ def from_folder(folder: str | Path, size: int, count: int, offset: int = 0) -> l
     if not chosen:
         raise ValueError(f"{folder} has {len(files)} images; offset {offset} leaves none")
     return [fit(read_image(f), size) for f in chosen]
+
+
+def from_pipeline(
+    source: str | Path,
+    size: int,
+    count: int,
+    degradation: Any = "adcsr",
+    seed: int = 0,
+    batch_size: int = 4,
+) -> list[np.ndarray]:
+    """``count`` LR images of ``size`` x ``size`` drawn from the training data pipeline.
+
+    ``source``: a folder of HR images or ``tfds:<data_dir>[:<name>]`` (as for training);
+    ``degradation``: a preset name of ``adcsr_jax.data.degradations`` or a
+    ``DegradationConfig``. The pipeline crops ``scale * size`` HR windows and degrades them to
+    ``size`` LR (no pair pool, one host), deterministically for ``seed``.
+    """
+    from adcsr_jax.data import degradations
+    from adcsr_jax.data.pipeline import DataIterator, PipelineConfig
+
+    config = degradations.get_preset(degradation) if isinstance(degradation, str) else degradation
+    pipe = PipelineConfig(
+        batch_size=batch_size,
+        crop=config.scale * size,
+        seed=seed,
+        pool_size=0,
+        prefetch=0,
+        output_dtype="float32",
+    )
+    it = DataIterator(str(source), pipe, process_index=0, process_count=1, degradation=config)
+    try:
+        batches = (next(it)["lr"] for _ in range(-(-count // batch_size)))
+        return from_arrays(batches, size, count)
+    finally:
+        it.close()
 
 
 def augment(images: Sequence[np.ndarray], noise: int = 2, seed: int = 0) -> list[np.ndarray]:

@@ -8,6 +8,9 @@ CPU latency and peak memory are printed. Example:
 
     adcsr export --weights converted/adcsr --format tflite --precision w8a16 \\
         --calib ../shared/data/realsr/test_LR --out adcsr_w8a16.tflite
+
+Calibration can instead come from the training data pipeline (HR images degraded to LR):
+``--calib-source DIR|tfds:DATA_DIR[:NAME] [--calib-degradation adcsr]``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calib", help="folder of LR images: W8A16 calibration and the accuracy check"
     )
+    parser.add_argument(
+        "--calib-source",
+        help="draw the calibration LR images from the data pipeline instead: a folder of HR "
+        "images or tfds:DATA_DIR[:NAME], degraded as in training (--calib-degradation)",
+    )
+    parser.add_argument(
+        "--calib-degradation",
+        default="adcsr",
+        help="degradation preset for --calib-source (default adcsr)",
+    )
+    parser.add_argument("--calib-seed", type=int, default=0, help="seed for --calib-source")
     parser.add_argument("--calib-count", type=int, default=8, help="calibration images (8)")
     parser.add_argument(
         "--no-augment",
@@ -77,8 +91,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.precision == "w8a16" and not args.calib:
-        print("adcsr export: --precision w8a16 needs --calib DIR (LR images)", file=sys.stderr)
+    if args.precision == "w8a16" and not (args.calib or args.calib_source):
+        print(
+            "adcsr export: --precision w8a16 needs --calib DIR (LR images) or --calib-source "
+            "DIR|tfds:DATA_DIR (HR images, degraded by the data pipeline)",
+            file=sys.stderr,
+        )
         return 2
     mode = args.colour_fix
     if mode == "auto":
@@ -88,14 +106,26 @@ def run(args: argparse.Namespace) -> int:
         print("[export] this model has no colour fix to move to the host")
     print(f"[export] {model.description}")
     calib = check = None
-    if args.calib:
+    if args.calib_source:
+        drawn = calibration.from_pipeline(
+            args.calib_source,
+            args.lr_size,
+            args.calib_count + args.check_count,
+            args.calib_degradation,
+            args.calib_seed,
+        )
+        calib, check = drawn[: args.calib_count], drawn[args.calib_count :]
+        print(f"[export] {len(drawn)} LR images from the data pipeline ({args.calib_source})")
+        if args.calib:  # a folder of real LR images checks better than degraded crops
+            check = calibration.from_folder(args.calib, args.lr_size, args.check_count)
+    elif args.calib:
         calib = calibration.from_folder(args.calib, args.lr_size, args.calib_count)
-        if not args.no_augment:
-            calib = calibration.augment(calib)
         check = calibration.from_folder(
             args.calib, args.lr_size, args.check_count, offset=args.calib_count
         )
-    else:
+    if calib is not None and not args.no_augment:
+        calib = calibration.augment(calib)
+    if check is None:
         rng = np.random.default_rng(0)
         check = [rng.uniform(0, 1, (1, args.lr_size, args.lr_size, 3)).astype(np.float32)]
         print("[export] no --calib: checking on a random image")

@@ -90,3 +90,66 @@ def test_table_has_teacher_student_and_reduction_rows() -> None:
     text = table(rows)
     assert "| tflite | w8a16 | reduction | 96% | 71% | 74% | |" in text
     assert text.count("\n") == 4
+
+
+def _cheap_degradation():
+    """The adcsr preset cut to one resize bucket and Gaussian noise (cheap to compile)."""
+    from adcsr_jax.data import degradations
+
+    return degradations.get_preset(
+        "adcsr",
+        resize_prob=(0.0, 0.0, 1.0),
+        resize_prob2=(0.0, 0.0, 1.0),
+        gaussian_noise_prob=1.0,
+        gaussian_noise_prob2=1.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def hr_dir(tmp_path_factory):
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("hr")
+    for name, img in [("a.png", skimage_data.astronaut()), ("b.png", skimage_data.coffee())]:
+        Image.fromarray(img).resize((96, 80)).save(root / name)
+    return root
+
+
+def test_from_pipeline_draws_degraded_lr(hr_dir) -> None:
+    deg = _cheap_degradation()
+    out = calibration.from_pipeline(hr_dir, 16, 5, deg, seed=1, batch_size=2)
+    again = calibration.from_pipeline(hr_dir, 16, 5, deg, seed=1, batch_size=2)
+    other = calibration.from_pipeline(hr_dir, 16, 5, deg, seed=2, batch_size=2)
+    assert len(out) == 5 and all(x.shape == (1, 16, 16, 3) for x in out)
+    assert all(x.dtype == np.float32 and x.min() >= 0.0 and x.max() <= 1.0 for x in out)
+    assert all(np.array_equal(a, b) for a, b in zip(out, again))  # deterministic per seed
+    assert not all(np.array_equal(a, b) for a, b in zip(out, other))
+    assert len({float(x.std()) for x in out}) == 5  # different crops / degradations
+
+
+def test_export_cli_calibrates_from_the_pipeline(hr_dir, tmp_path, monkeypatch) -> None:
+    """``--calib-source`` feeds pipeline LR images to the export (conversion stubbed out)."""
+    from adcsr_jax import cli
+    from adcsr_jax.data import degradations
+    from adcsr_jax.export import pipeline
+    from adcsr_jax.export.report import Measurement
+
+    monkeypatch.setitem(degradations.PRESETS, "cheap_test", _cheap_degradation())
+    seen = {}
+
+    def fake_export(model, fmt, precision, out, check, lr_size, *args, **kwargs):
+        seen.update(check=check, calib=args[2], precision=precision, lr=lr_size)
+        return Measurement("student", fmt, precision, 1.0, 0.0, 0.0)
+
+    monkeypatch.setattr(pipeline, "export_and_check", fake_export)
+    argv = ["export", "--init", "tiny", "--format", "tflite", "--precision", "w8a16"]
+    argv += ["--out", str(tmp_path / "m.tflite"), "--lr-size", "16", "--calib-count", "3"]
+    argv += ["--check-count", "2", "--calib-source", str(hr_dir)]
+    argv += ["--calib-degradation", "cheap_test", "--no-augment"]
+    assert cli.main(argv) == 0
+    assert seen["precision"] == "w8a16" and seen["lr"] == 16
+    assert len(seen["calib"]) == 3 and len(seen["check"]) == 2
+    assert all(x.shape == (1, 16, 16, 3) for x in seen["calib"] + seen["check"])
+    expected = calibration.from_pipeline(hr_dir, 16, 5, _cheap_degradation())
+    np.testing.assert_array_equal(seen["calib"][0], expected[0])
