@@ -119,16 +119,41 @@ def quantize_w8a16(calibrated: bytes, margin: float = RANGE_MARGIN) -> bytes:
     """Calibrated float model -> W8A16 (int8 per-channel weights, int16 activations, int64
     biases), as ``TFLiteConverter.convert`` does for
     ``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8``, after :func:`unshare_biases`
-    and :func:`widen_ranges`. Uses TFLite's calibration wrapper (the converter's own quantiser
-    for int16 activations) on the edited model."""
+    and :func:`widen_ranges` (one pass over the model). Uses TFLite's calibration wrapper (the
+    converter's own quantiser for int16 activations) on the edited model. The calibration
+    min / max that the quantiser leaves on every tensor are dropped afterwards (no kernel reads
+    them; 4% of the tiny student's file)."""
     from tensorflow.lite.python.convert import deduplicate_readonly_buffers
     from tensorflow.lite.python.optimize import calibrator
 
-    model = widen_ranges(unshare_biases(calibrated), margin)
+    obj = _model_object(calibrated)
+    _unshare_biases(obj)
+    _widen_ranges(obj, margin)
+    model = _model_bytes(obj)
+    del obj
     wrapper = calibrator.Calibrator(model)._calibrator  # noqa: SLF001
     f32, i16, i64 = (np.dtype(t).num for t in (np.float32, np.int16, np.int64))
     quantized = wrapper.QuantizeModel(f32, f32, False, i16, i64, False, False)
-    return bytes(deduplicate_readonly_buffers(quantized))
+    del wrapper, model
+    obj = _model_object(quantized)
+    for graph in obj.subgraphs:
+        for tensor in graph.tensors:
+            quant = tensor.quantization
+            if quant is not None and quant.scale is not None and len(quant.scale):
+                quant.min = quant.max = None
+    return bytes(deduplicate_readonly_buffers(_model_bytes(obj)))
+
+
+def _model_object(model: bytes) -> Any:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+
+
+def _model_bytes(obj: Any) -> bytes:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(obj))
 
 
 def widen_ranges(model: bytes, margin: float = RANGE_MARGIN) -> bytes:
@@ -143,9 +168,12 @@ def widen_ranges(model: bytes, margin: float = RANGE_MARGIN) -> bytes:
     PSNR 27.3 dB, 1.5 -> about 30, 2 -> 33-35, 3 -> 22 (int16 RSQRT / LOG-free tables lose
     resolution when ranges grow further).
     """
-    from tensorflow.lite.tools import flatbuffer_utils
+    obj = _model_object(model)
+    _widen_ranges(obj, margin)
+    return _model_bytes(obj)
 
-    obj = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+
+def _widen_ranges(obj: Any, margin: float) -> None:
     for graph in obj.subgraphs:
         for tensor in graph.tensors:
             quant = tensor.quantization
@@ -156,7 +184,6 @@ def widen_ranges(model: bytes, margin: float = RANGE_MARGIN) -> bytes:
                 continue  # a constant: quantised from its values
             quant.min = [float(v) * margin for v in quant.min]
             quant.max = [float(v) * margin for v in quant.max]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(obj))
 
 
 def unshare_biases(model: bytes) -> bytes:
@@ -167,10 +194,14 @@ def unshare_biases(model: bytes) -> bytes:
     int64 bias's scale (input scale x weight scale) for its first user only, and the other ops
     fail to prepare ("scale_diff / output_scale <= 0.02"). Copies are tiny (one value each).
     """
+    obj = _model_object(model)
+    return _model_bytes(obj) if _unshare_biases(obj) else model
+
+
+def _unshare_biases(obj: Any) -> bool:
     import copy
 
     from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
 
     bias_input = {
         schema.BuiltinOperator.FULLY_CONNECTED: 2,
@@ -178,7 +209,6 @@ def unshare_biases(model: bytes) -> bytes:
         schema.BuiltinOperator.DEPTHWISE_CONV_2D: 2,
         schema.BuiltinOperator.TRANSPOSE_CONV: 3,
     }
-    obj = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
     changed = False
     for graph in obj.subgraphs:
         seen: set[int] = set()
@@ -199,7 +229,7 @@ def unshare_biases(model: bytes) -> bytes:
             graph.tensors.append(tensor)
             op.inputs[slot] = len(graph.tensors) - 1
             changed = True
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(obj)) if changed else model
+    return changed
 
 
 def save(data: bytes, path: str | Path) -> Path:
