@@ -90,7 +90,9 @@ def convert(
         if not samples:
             raise ValueError("w8a16 representative dataset is empty")
         try:
-            return quantize_w8a16(calibrate(converter, samples))
+            calibrated = calibrate(converter, samples)
+            del converter  # its TF graph holds a copy of every weight
+            return quantize_w8a16(calibrated)
         except Exception as err:  # the converter raises bare Exceptions / ConverterError
             raise RuntimeError(f"TFLite conversion at w8a16 failed: {err}") from err
     else:
@@ -145,15 +147,55 @@ def quantize_w8a16(calibrated: bytes, margin: float = RANGE_MARGIN) -> bytes:
 
 
 def _model_object(model: bytes) -> Any:
+    """Flatbuffer -> mutable ``ModelT``. Buffers stored after the flatbuffer (``offset`` /
+    ``size``: TFLite's layout for models near 2 GB, which the full student's calibrated float
+    model uses) become views of the one copy made here."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    return flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    data = bytearray(model)  # writable: the object's arrays are views of it, edited in place
+    obj = flatbuffer_utils.convert_bytearray_to_object(data)
+    for buffer in obj.buffers:
+        if buffer.offset > 1:
+            buffer.data = np.frombuffer(data, np.uint8, int(buffer.size), int(buffer.offset))
+            buffer.offset = buffer.size = 0
+    return obj
+
+
+# Constants beyond this many bytes in all are written after the flatbuffer (Python's
+# flatbuffers builder stops at 2 GiB). Only then: TFLite's int16 quantiser takes constants
+# stored that way for activations ("Empty min/max"), so the full student (1.83 GB of fp32
+# weights) is written inline for it.
+_OFFSET_ABOVE = 2_000_000_000
+_ALIGN = 16
 
 
 def _model_bytes(obj: Any) -> bytes:
+    """``ModelT`` -> flatbuffer bytes, constants inline unless they exceed ``_OFFSET_ABOVE``
+    (then after the flatbuffer with absolute offsets, as TFLite's converter writes them)."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(obj))
+    big = [b for b in obj.buffers if b.data is not None and len(b.data) > _ALIGN]
+    if sum(len(b.data) for b in big) <= _OFFSET_ABOVE:
+        return bytes(flatbuffer_utils.convert_object_to_bytearray(obj))
+    blobs = [np.asarray(b.data, np.uint8) for b in big]
+    for b, blob in zip(big, blobs):
+        b.data, b.offset, b.size = None, 1, len(blob)  # placeholders: same encoded size
+    head = flatbuffer_utils.convert_object_to_bytearray(obj)
+    pos = -(-len(head) // _ALIGN) * _ALIGN
+    starts = []
+    for b, blob in zip(big, blobs):
+        b.offset = pos
+        starts.append(pos)
+        pos = -(-(pos + len(blob)) // _ALIGN) * _ALIGN
+    head = flatbuffer_utils.convert_object_to_bytearray(obj)
+    if -(-len(head) // _ALIGN) * _ALIGN != starts[0]:
+        raise RuntimeError("flatbuffer size changed while placing the constant buffers")
+    out = bytearray(pos)
+    out[: len(head)] = head
+    for start, blob in zip(starts, blobs):
+        out[start : start + len(blob)] = memoryview(blob)
+    del blobs, head
+    return bytes(out)
 
 
 def widen_ranges(model: bytes, margin: float = RANGE_MARGIN) -> bytes:

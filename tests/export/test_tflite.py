@@ -136,3 +136,30 @@ def test_shared_bias_is_split_and_quantises() -> None:
     runner = tflite.TFLiteRunner(tflite.quantize_w8a16(calibrated))
     ref = np.asarray(apply(params, xs[0]))
     assert compare(ref, runner(xs[0]), peak=float(np.abs(ref).max())).psnr > 40.0
+
+
+def test_constants_after_the_flatbuffer_are_read_and_inlined(monkeypatch) -> None:
+    """TFLite writes the constants of models near 2 GB (the full student's calibrated float
+    model) after the flatbuffer, with offsets; TFLite's int16 quantiser cannot take that
+    layout, so quantize_w8a16 reads it and writes the constants inline. Forced on a small
+    model: same result as the inline model; the offset writer round-trips too."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    rng = np.random.default_rng(0)
+    params = {"w": rng.normal(size=(3, 8)).astype(np.float32)}
+    xs = [rng.uniform(0, 1, (1, 8, 8, 3)).astype(np.float32) for _ in range(2)]
+
+    def apply(p, x):
+        return x.reshape(1, -1, 3) @ p["w"] + 0.5
+
+    calibrated = tflite.calibrate(tflite.float_converter(apply, params, (1, 8, 8, 3)), xs)
+    inline = tflite.quantize_w8a16(calibrated)
+    with monkeypatch.context() as patch:
+        patch.setattr(tflite, "_OFFSET_ABOVE", 0)
+        with_offsets = tflite._model_bytes(tflite._model_object(calibrated))
+    raw = flatbuffer_utils.convert_bytearray_to_object(with_offsets)
+    assert any(b.offset > 1 for b in raw.buffers)
+    runner = tflite.TFLiteRunner(with_offsets)  # a valid model as written
+    np.testing.assert_allclose(runner(xs[0]), np.asarray(apply(params, xs[0])), atol=1e-5)
+    quantized = tflite.quantize_w8a16(with_offsets)
+    assert quantized == inline
