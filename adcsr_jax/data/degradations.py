@@ -114,6 +114,9 @@ class DegradationConfig:
     resize_back: bool = False  # OSEDiff: LR resized back to the GT size with a random mode
     granularity: str = "batch"  # "batch" (GPU feed_data) or "sample" (OSEDiff, per image)
     gt_size: int = 512  # crop the pipeline feeds in (Real-ESRGAN crops 400, trains on 256)
+    # GT size after degradation: one paired random crop of (GT, LR) per batch, before the pool
+    # (Real-ESRGAN feed_data's paired_random_crop, 400 -> 256); None keeps the whole crop.
+    train_crop: int | None = None
     pool_size: int = 1200  # pair pool; 0 disables it
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +145,9 @@ _X4PLUS = DegradationConfig(
 PRESETS: dict[str, DegradationConfig] = {
     "adcsr": DegradationConfig(),
     "osediff": dataclasses.replace(_X4PLUS, resize_back=True, granularity="sample", pool_size=0),
-    "realesrgan": dataclasses.replace(_X4PLUS, usm_gt=True, gt_size=400, pool_size=180),
+    "realesrgan": dataclasses.replace(
+        _X4PLUS, usm_gt=True, gt_size=400, train_crop=256, pool_size=180
+    ),
 }
 
 

@@ -10,7 +10,8 @@ Dataflow per host, per batch ``s`` (everything a pure function of ``(seed, host,
 3. Crop (AdcSR ``dataset.py``): reflect-101 pad at bottom/right to ``crop`` if smaller, random
    ``crop x crop`` window, horizontal flip with p 0.5; drawn from ``(seed, host, g)``.
 4. Stage 2: ``Degrader`` (kernels/params from ``(seed, host, s)``, device key
-   ``fold_in(fold_in(key(seed), host), s)``) -> LR; then the pair pool (AdcSR's queue): the
+   ``fold_in(fold_in(key(seed), host), s)``) -> LR; with ``train_crop`` (Real-ESRGAN: 400 -> 256)
+   one paired random crop of (GT, LR) for the batch, from ``(seed, host, s)``; then the pair pool (AdcSR's queue): the
    first ``pool_size / local_batch`` batches fill it and pass through, afterwards the pool is
    shuffled (permutation from ``(seed, host, s)``), its first ``local_batch`` pairs are returned
    and replaced by the fresh ones. The pool lives on the host as uint8 (lossless: GT crops are
@@ -45,7 +46,7 @@ from adcsr_jax.data.sources import BadImageError, Source, decode_image, make_sou
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-_TAG_EPOCH, _TAG_CROP, _TAG_DEGRADE, _TAG_POOL = 11, 12, 13, 14
+_TAG_EPOCH, _TAG_CROP, _TAG_DEGRADE, _TAG_POOL, _TAG_PAIR_CROP = 11, 12, 13, 14, 15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +156,13 @@ class DataIterator(Iterator[dict[str, Any]]):
             dcfg = self.degrader.config
             if config.crop % (4 * dcfg.scale):
                 raise ValueError(f"crop {config.crop} must be a multiple of {4 * dcfg.scale}")
+            if dcfg.train_crop is not None and (
+                dcfg.train_crop > config.crop or dcfg.train_crop % dcfg.scale
+            ):
+                raise ValueError(
+                    f"train_crop {dcfg.train_crop} must be a multiple of {dcfg.scale} and at most"
+                    f" the crop {config.crop}"
+                )
             pool_size = dcfg.pool_size if config.pool_size is None else config.pool_size
         self.pool = PairPool(pool_size, self.local_batch) if pool_size else None
         self.step = 0
@@ -234,8 +242,25 @@ class DataIterator(Iterator[dict[str, Any]]):
         key = jax.random.fold_in(
             jax.random.fold_in(jax.random.key(self.config.seed), self.process_index), step
         )
-        lr = np.asarray(self.degrader.apply(gt, params, key)["lr"])
-        return {"gt": gt, "lr": np.round(lr * 255.0).astype(np.uint8)}
+        lr = np.round(np.asarray(self.degrader.apply(gt, params, key)["lr"]) * 255.0)
+        gt, lr = self._pair_crop(gt, lr.astype(np.uint8), step)
+        return {"gt": gt, "lr": lr}
+
+    def _pair_crop(
+        self, gt: np.ndarray, lr: np.ndarray, step: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """BasicSR ``paired_random_crop`` on the batch: one LR window, the GT window x scale."""
+        size = self.degrader.config.train_crop
+        if size is None:
+            return gt, lr
+        scale = gt.shape[1] // lr.shape[1]  # 1 when the LR was resized back to the GT size
+        rng, small = self._rng(_TAG_PAIR_CROP, step), size // scale
+        top = int(rng.integers(0, lr.shape[1] - small + 1))
+        left = int(rng.integers(0, lr.shape[2] - small + 1))
+        gt = gt[:, top * scale : top * scale + size, left * scale : left * scale + size]
+        return np.ascontiguousarray(gt), np.ascontiguousarray(
+            lr[:, top : top + small, left : left + small]
+        )
 
     def _produce(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         fresh = self.fresh_batch(self.step)

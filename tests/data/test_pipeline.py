@@ -119,6 +119,33 @@ def test_resume_gives_the_same_batches_with_the_pair_pool(image_dir, degrader):
         _it(image_dir, seed=6, degradation=degrader).set_state(state)
 
 
+def test_train_crop_is_one_paired_window_of_the_degraded_pair(image_dir):
+    # Real-ESRGAN's paired_random_crop (400 -> 256), here 32 -> 16 on a batch of 2.
+    small = dict(
+        resize_prob=(0.0, 0.0, 1.0),
+        resize_prob2=(0.0, 0.0, 1.0),
+        gaussian_noise_prob=1.0,
+        gaussian_noise_prob2=1.0,
+        pool_size=0,
+    )
+    whole = next(_it(image_dir, seed=3, degradation=D.Degrader(D.get_preset("adcsr", **small))))
+    deg = D.Degrader(D.get_preset("adcsr", train_crop=16, **small))
+    part = next(_it(image_dir, seed=3, degradation=deg))
+    assert part["gt"].shape == (2, 16, 16, 3) and part["lr"].shape == (2, 4, 4, 3)
+    windows = [
+        (top, left)
+        for top in range(5)
+        for left in range(5)
+        if np.array_equal(whole["lr"][:, top : top + 4, left : left + 4], part["lr"])
+        and np.array_equal(
+            whole["gt"][:, 4 * top : 4 * top + 16, 4 * left : 4 * left + 16], part["gt"]
+        )
+    ]
+    assert windows, "the cropped pair is not one aligned window of the whole pair"
+    with pytest.raises(ValueError, match="train_crop 18 must be a multiple of 4"):
+        _it(image_dir, degradation=D.Degrader(D.get_preset("adcsr", train_crop=18, **small)))
+
+
 def test_pair_pool_mixes_and_tracks_origins():
     pool = PairPool(6, 2)
     rng = np.random.default_rng(0)
