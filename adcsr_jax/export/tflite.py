@@ -223,7 +223,12 @@ def _widen_ranges(obj: Any, margin: float) -> None:
                 continue
             data = obj.buffers[tensor.buffer].data if tensor.buffer else None
             if data is not None and len(data):
-                continue  # a constant: quantised from its values
+                # A constant: quantised from its values. TFLite's calibrator records a min / max
+                # for constants stored after the flatbuffer (the full student), which the
+                # quantiser then takes for a per-tensor weight range ("Mismatch between number
+                # of weight maxs and channels"): drop it.
+                quant.min = quant.max = None
+                continue
             quant.min = [float(v) * margin for v in quant.min]
             quant.max = [float(v) * margin for v in quant.max]
 

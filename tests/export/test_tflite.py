@@ -138,28 +138,53 @@ def test_shared_bias_is_split_and_quantises() -> None:
     assert compare(ref, runner(xs[0]), peak=float(np.abs(ref).max())).psnr > 40.0
 
 
-def test_constants_after_the_flatbuffer_are_read_and_inlined(monkeypatch) -> None:
+def test_constants_after_the_flatbuffer_are_read_and_inlined() -> None:
     """TFLite writes the constants of models near 2 GB (the full student's calibrated float
-    model) after the flatbuffer, with offsets; TFLite's int16 quantiser cannot take that
-    layout, so quantize_w8a16 reads it and writes the constants inline. Forced on a small
-    model: same result as the inline model; the offset writer round-trips too."""
+    model) after the flatbuffer, with offsets; its calibrator then records ranges for those
+    constants, and its int16 quantiser takes neither. Forced on a small model with the
+    converter's own switch: quantize_w8a16 gives the same file as from the inline layout."""
+    import jax
     from tensorflow.lite.tools import flatbuffer_utils
 
     rng = np.random.default_rng(0)
-    params = {"w": rng.normal(size=(3, 8)).astype(np.float32)}
+    params = {
+        "w": rng.normal(size=(3, 8)).astype(np.float32),
+        "k": rng.normal(size=(3, 3, 8, 6)).astype(np.float32),
+    }
     xs = [rng.uniform(0, 1, (1, 8, 8, 3)).astype(np.float32) for _ in range(2)]
+
+    def apply(p, x):
+        h = x @ p["w"] + 0.5
+        dims = ("NHWC", "HWIO", "NHWC")
+        return jax.lax.conv_general_dilated(h, p["k"], (1, 1), "SAME", dimension_numbers=dims)
+
+    calibrated = {}
+    for offsets in (False, True):
+        conv = tflite.float_converter(apply, params, (1, 8, 8, 3))
+        conv._experimental_use_buffer_offset = offsets
+        calibrated[offsets] = tflite.calibrate(conv, xs)
+    raw = flatbuffer_utils.convert_bytearray_to_object(calibrated[True])
+    assert any(b.offset > 1 for b in raw.buffers)
+    inline = tflite.quantize_w8a16(calibrated[False])
+    from_offsets = tflite.quantize_w8a16(calibrated[True])
+    np.testing.assert_array_equal(
+        tflite.TFLiteRunner(from_offsets)(xs[0]), tflite.TFLiteRunner(inline)(xs[0])
+    )
+    ref = np.asarray(apply(params, xs[0]))
+    assert compare(ref, tflite.TFLiteRunner(inline)(xs[0]), float(np.abs(ref).max())).psnr > 40
+
+
+def test_offset_writer_round_trips(monkeypatch) -> None:
+    """Above ``_OFFSET_ABOVE`` (2 GB) constants are written after the flatbuffer."""
+    rng = np.random.default_rng(0)
+    params = {"w": rng.normal(size=(3, 8)).astype(np.float32)}
 
     def apply(p, x):
         return x.reshape(1, -1, 3) @ p["w"] + 0.5
 
-    calibrated = tflite.calibrate(tflite.float_converter(apply, params, (1, 8, 8, 3)), xs)
-    inline = tflite.quantize_w8a16(calibrated)
-    with monkeypatch.context() as patch:
-        patch.setattr(tflite, "_OFFSET_ABOVE", 0)
-        with_offsets = tflite._model_bytes(tflite._model_object(calibrated))
-    raw = flatbuffer_utils.convert_bytearray_to_object(with_offsets)
-    assert any(b.offset > 1 for b in raw.buffers)
-    runner = tflite.TFLiteRunner(with_offsets)  # a valid model as written
-    np.testing.assert_allclose(runner(xs[0]), np.asarray(apply(params, xs[0])), atol=1e-5)
-    quantized = tflite.quantize_w8a16(with_offsets)
-    assert quantized == inline
+    model = tflite.float_converter(apply, params, (1, 8, 8, 3)).convert()
+    monkeypatch.setattr(tflite, "_OFFSET_ABOVE", 0)
+    written = tflite._model_bytes(tflite._model_object(model))
+    x = rng.uniform(0, 1, (1, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(tflite.TFLiteRunner(written)(x), tflite.TFLiteRunner(model)(x))
+    assert len(written) > len(model) - 64  # the constants are in the file, not dropped
