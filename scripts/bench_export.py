@@ -3,17 +3,31 @@
 For each export (``format:precision[@lr]``) it writes the file, checks it against JAX on RealSR
 LR images (for W8A16 also against the accuracy floor of int8 weights alone), and measures file
 size, median CPU latency and added peak memory; the table and a JSON of the figures go to
---out. Heavy (about 10 GB of RAM, tens of minutes on 2 cores): run it alone, e.g.
+--out. Heavy (up to 19 GB of RAM, tens of minutes on 2 cores): run it alone, e.g.
 
     flock /tmp/adcsr-heavy.lock .venv/bin/python scripts/bench_export.py \\
         --lr ../shared/data/realsr/test_LR --out /tmp/bench_export
 
 ``tflite:w8a16@32`` exports W8A16 at LR 32 (the file size is set by the weights, so it is the
-same at any LR; TFLite's int16 kernels are reference C++ on a CPU, about 0.3 GMAC/s here, so a
-128 x 128 W8A16 inference of the 495 GMAC student would take about half an hour).
-Measured here (2 cores, 24 GB shared): TFLite fp32 of the full student converts in 87 s and
-needs about 10 GB; its W8A16 conversion (calibration keeps every float intermediate) was killed
-by the kernel on this machine, so run W8A16 at full size on a machine with more memory.
+same at any LR; TFLite's int16 kernels are reference C++ on a CPU, 12.5 s for one LR-32 image of
+the full student here, so about 3.5 min at LR 128).
+
+Measured here (2 cores, 24 GB shared; full student, random init seed 0; RealSR LR crops):
+
+    flock /tmp/adcsr-heavy.lock nice -n 19 /usr/bin/time -v .venv/bin/python \\
+        scripts/bench_export.py --lr ../shared/data/realsr/test_LR --out DIR --exports E
+
+| E | storage | CPU latency | added peak | vs JAX (2 images) | convert | bench peak RSS |
+|---|---:|---:|---:|---|---:|---:|
+| tflite:fp32 | 1825.5 MB | 16.7 s | 4544 MB | 104.3 dB | 87 s | (earlier run) |
+| onnx:fp32 | 1825.2 MB | 20.3 s | 3714 MB | 100.4 dB, 8.5e-5 | 52 s | 14.6 GB (with fp16) |
+| tflite:fp16 | 913.8 MB | 15.6 s | 3775 MB | 64.7 dB | 158 s | (same run) |
+| tflite:w8a16@32 | 462.7 MB (25.3%) | 12.5 s (LR 32) | 482 MB | 36.71 dB | 338 s | 19.2 GB |
+
+W8A16 equals the int8-weights-only floor (36.73 dB on the same images). Its conversion used to
+fail at full size: TFLite stores the calibrated float model's constants after the flatbuffer
+(models near 2 GB), and its int16 quantiser cannot read that layout; ``tflite.quantize_w8a16``
+now rewrites it inline (see there). Peak memory is jax2tf + calibration, not the quantiser.
 Weights: --weights DIR (a converted student), else a freshly initialised full student (seed 0).
 ``--models student,teacher`` adds OSEDiff (random init unless --teacher-weights).
 """
