@@ -17,6 +17,7 @@ from PIL import Image
 from adcsr_jax.data import degradations as D
 from adcsr_jax.data.pipeline import DataIterator, PairPool, PipelineConfig, crop_image
 from adcsr_jax.data.sources import BadImageError, FolderSource, decode_image
+from tests.cheap_degradation import cheap_preset
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +42,7 @@ def image_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def degrader() -> D.Degrader:
     # one resize bucket and Gaussian noise only: the pipeline logic, cheaply compiled
-    cfg = D.get_preset(
-        "adcsr",
-        resize_prob=(0.0, 0.0, 1.0),
-        resize_prob2=(0.0, 0.0, 1.0),
-        gaussian_noise_prob=1.0,
-        gaussian_noise_prob2=1.0,
-        pool_size=4,
-    )
-    return D.Degrader(cfg)
+    return D.Degrader(cheap_preset(pool_size=4))
 
 
 def _it(src, **kw) -> DataIterator:
@@ -121,15 +114,8 @@ def test_resume_gives_the_same_batches_with_the_pair_pool(image_dir, degrader):
 
 def test_train_crop_is_one_paired_window_of_the_degraded_pair(image_dir):
     # Real-ESRGAN's paired_random_crop (400 -> 256), here 32 -> 16 on a batch of 2.
-    small = dict(
-        resize_prob=(0.0, 0.0, 1.0),
-        resize_prob2=(0.0, 0.0, 1.0),
-        gaussian_noise_prob=1.0,
-        gaussian_noise_prob2=1.0,
-        pool_size=0,
-    )
-    whole = next(_it(image_dir, seed=3, degradation=D.Degrader(D.get_preset("adcsr", **small))))
-    deg = D.Degrader(D.get_preset("adcsr", train_crop=16, **small))
+    whole = next(_it(image_dir, seed=3, degradation=D.Degrader(cheap_preset(pool_size=0))))
+    deg = D.Degrader(cheap_preset(pool_size=0, train_crop=16))
     part = next(_it(image_dir, seed=3, degradation=deg))
     assert part["gt"].shape == (2, 16, 16, 3) and part["lr"].shape == (2, 4, 4, 3)
     windows = [
@@ -143,7 +129,7 @@ def test_train_crop_is_one_paired_window_of_the_degraded_pair(image_dir):
     ]
     assert windows, "the cropped pair is not one aligned window of the whole pair"
     with pytest.raises(ValueError, match="train_crop 18 must be a multiple of 4"):
-        _it(image_dir, degradation=D.Degrader(D.get_preset("adcsr", train_crop=18, **small)))
+        _it(image_dir, degradation=D.Degrader(cheap_preset(pool_size=0, train_crop=18)))
 
 
 def test_pair_pool_mixes_and_tracks_origins():

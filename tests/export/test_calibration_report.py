@@ -9,6 +9,7 @@ from adcsr_jax.export import calibration
 from adcsr_jax.export.models import host_colour_fix
 from adcsr_jax.export.report import Measurement, table
 from adcsr_jax.export.verify import compare, round_weights_int8
+from tests.cheap_degradation import cheap_preset
 
 
 def test_fit_crops_and_pads_to_square() -> None:
@@ -92,19 +93,6 @@ def test_table_has_teacher_student_and_reduction_rows() -> None:
     assert text.count("\n") == 4
 
 
-def _cheap_degradation():
-    """The adcsr preset cut to one resize bucket and Gaussian noise (cheap to compile)."""
-    from adcsr_jax.data import degradations
-
-    return degradations.get_preset(
-        "adcsr",
-        resize_prob=(0.0, 0.0, 1.0),
-        resize_prob2=(0.0, 0.0, 1.0),
-        gaussian_noise_prob=1.0,
-        gaussian_noise_prob2=1.0,
-    )
-
-
 @pytest.fixture(scope="module")
 def hr_dir(tmp_path_factory):
     skimage_data = pytest.importorskip("skimage.data")
@@ -117,7 +105,7 @@ def hr_dir(tmp_path_factory):
 
 
 def test_from_pipeline_draws_degraded_lr(hr_dir) -> None:
-    deg = _cheap_degradation()
+    deg = cheap_preset()
     out = calibration.from_pipeline(hr_dir, 16, 5, deg, seed=1, batch_size=2)
     again = calibration.from_pipeline(hr_dir, 16, 5, deg, seed=1, batch_size=2)
     other = calibration.from_pipeline(hr_dir, 16, 5, deg, seed=2, batch_size=2)
@@ -135,7 +123,7 @@ def test_export_cli_calibrates_from_the_pipeline(hr_dir, tmp_path, monkeypatch) 
     from adcsr_jax.export import pipeline
     from adcsr_jax.export.report import Measurement
 
-    monkeypatch.setitem(degradations.PRESETS, "cheap_test", _cheap_degradation())
+    monkeypatch.setitem(degradations.PRESETS, "cheap_test", cheap_preset())
     seen = {}
 
     def fake_export(model, fmt, precision, out, check, lr_size, *args, **kwargs):
@@ -151,5 +139,5 @@ def test_export_cli_calibrates_from_the_pipeline(hr_dir, tmp_path, monkeypatch) 
     assert seen["precision"] == "w8a16" and seen["lr"] == 16
     assert len(seen["calib"]) == 3 and len(seen["check"]) == 2
     assert all(x.shape == (1, 16, 16, 3) for x in seen["calib"] + seen["check"])
-    expected = calibration.from_pipeline(hr_dir, 16, 5, _cheap_degradation())
+    expected = calibration.from_pipeline(hr_dir, 16, 5, cheap_preset())
     np.testing.assert_array_equal(seen["calib"][0], expected[0])

@@ -1,6 +1,6 @@
 """One host of the two-process test (``tests/train/test_multihost.py``); not a test module.
 
-Usage: ``python multihost_worker.py COORDINATOR PROCESS_ID NUM_PROCESSES IMAGE_DIR STEPS``.
+Usage (repo root on ``PYTHONPATH``): ``python multihost_worker.py COORDINATOR PROCESS_ID NUM_PROCESSES IMAGE_DIR STEPS``.
 Joins ``jax.distributed``, builds the global mesh, draws ``STEPS`` stage-2 batches from the
 data pipeline as global sharded arrays, reduces them with a jitted global computation and prints
 one JSON line: what this host loaded and what every host must agree on.
@@ -14,31 +14,19 @@ import sys
 import jax
 
 
-def small_degradation(D):  # noqa: N803 (the degradations module)
-    """The adcsr preset cut to one resize bucket and Gaussian noise, with a 4-pair pool."""
-    return D.get_preset(
-        "adcsr",
-        resize_prob=(0.0, 0.0, 1.0),
-        resize_prob2=(0.0, 0.0, 1.0),
-        gaussian_noise_prob=1.0,
-        gaussian_noise_prob2=1.0,
-        pool_size=4,
-    )
-
-
 def main() -> None:
     coordinator, pid, nproc, image_dir, steps = sys.argv[1:6]
     jax.distributed.initialize(coordinator, num_processes=int(nproc), process_id=int(pid))
     import jax.numpy as jnp
     import numpy as np
 
-    from adcsr_jax.data import degradations as D
     from adcsr_jax.data.pipeline import DataIterator, PipelineConfig
     from adcsr_jax.train.mesh import make_mesh
+    from tests.cheap_degradation import cheap_preset
 
     mesh = make_mesh(data=-1, fsdp=2)
     cfg = PipelineConfig(batch_size=2 * jax.device_count(), crop=32, degradation=None, prefetch=1)
-    it = DataIterator(image_dir, cfg, mesh=mesh, degradation=small_degradation(D))
+    it = DataIterator(image_dir, cfg, mesh=mesh, degradation=cheap_preset(pool_size=4))
     everywhere = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())  # replicated
     per_image = jax.jit(lambda x: x.mean(axis=(1, 2, 3)), out_shardings=everywhere)
     total = jax.jit(jnp.sum, out_shardings=everywhere)

@@ -18,6 +18,7 @@ from PIL import Image
 from adcsr_jax.data.pipeline import DataIterator, PipelineConfig
 
 WORKER = Path(__file__).with_name("multihost_worker.py")
+REPO = Path(__file__).resolve().parents[2]
 STEPS = 2
 
 
@@ -43,6 +44,7 @@ def hosts(image_dir: Path) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     address = f"localhost:{_free_port()}"
     procs = [
         subprocess.Popen(
@@ -90,13 +92,10 @@ def test_two_processes_share_one_global_batch(hosts: list[dict]) -> None:
 def test_two_processes_match_the_single_process_simulation(
     hosts: list[dict], image_dir: Path
 ) -> None:
-    sys.path.insert(0, str(WORKER.parent))
-    from multihost_worker import small_degradation
-
-    from adcsr_jax.data import degradations as D
+    from tests.cheap_degradation import cheap_preset
 
     cfg = PipelineConfig(batch_size=8, crop=32, degradation=None, prefetch=0)
-    deg = small_degradation(D)
+    deg = cheap_preset(pool_size=4)
     sims = [
         DataIterator(str(image_dir), cfg, process_index=i, process_count=2, degradation=deg)
         for i in range(2)
