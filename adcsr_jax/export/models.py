@@ -113,30 +113,11 @@ def for_precision(model: ExportModel, precision: str, colour_fix: str = "auto") 
     return model
 
 
-def _random_params(abstract: Any, seed: int) -> Any:
-    """Host-side random fill of a shape tree: kernels ~ N(0, 1/fan_in), biases ~ N(0, 0.02),
-    norm scales 1 + N(0, 0.02) (no Flax init compile, which takes minutes at full size)."""
-    rng = np.random.default_rng(seed)
-
-    def fill(path: tuple[Any, ...], leaf: jax.ShapeDtypeStruct) -> jax.Array:
-        name = getattr(path[-1], "key", str(path[-1]))
-        shape = leaf.shape
-        if name == "kernel":
-            fan_in = int(np.prod(shape[:-1]))
-            value = rng.standard_normal(shape, np.float32) / np.sqrt(fan_in)
-        elif name == "scale":
-            value = 1.0 + 0.02 * rng.standard_normal(shape, np.float32)
-        else:
-            value = 0.02 * rng.standard_normal(shape, np.float32)
-        return jnp.asarray(value, jnp.float32)
-
-    return jax.tree_util.tree_map_with_path(fill, abstract)
-
-
 def teacher(weights: str | Path | None = None, size: str = "full", seed: int = 0) -> ExportModel:
     """The OSEDiff teacher (bicubic x4 -> VAE encoder -> UNet at t=999 -> VAE decoder), with a
     fixed all-zero text embedding baked in (prompt extraction is not part of the export), from
     a converted folder or freshly initialised. Output: SR in [0, 1] (no colour fix)."""
+    from adcsr_jax.models.adcsr import random_params
     from adcsr_jax.models.osediff import OSEDiff, OSEDiffConfig, abstract_params
 
     if weights is not None:
@@ -153,7 +134,7 @@ def teacher(weights: str | Path | None = None, size: str = "full", seed: int = 0
             else OSEDiffConfig.tiny(half_decoder=False)
         )
         module = OSEDiff(config)
-        params = _random_params(abstract_params(config), seed)
+        params = random_params(abstract_params(config), seed)
         what = f"OSEDiff teacher ({size}, random init, seed {seed})"
     width = config.unet.cross_attention_dim or 1
 
