@@ -42,6 +42,7 @@ import numpy as np
 
 from adcsr_jax.data.degradations import DegradationConfig, Degrader, get_preset
 from adcsr_jax.data.sources import BadImageError, Source, decode_image, make_source
+from adcsr_jax.sharding import place_batch
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +288,6 @@ class DataIterator(Iterator[dict[str, Any]]):
                 else np.round(usm * 255).astype(np.uint8)
             )
         if self.mesh is not None:
-            from adcsr_jax.train.mesh import place_batch  # noqa: PLC0415
-
             return place_batch(batch, self.mesh)
         return batch
 

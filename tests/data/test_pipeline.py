@@ -147,7 +147,7 @@ def test_pair_pool_mixes_and_tracks_origins():
 
 
 def test_batches_placed_on_the_mesh(image_dir):
-    from adcsr_jax.train.mesh import make_mesh
+    from adcsr_jax.sharding import make_mesh
 
     mesh = make_mesh(data=-1, fsdp=2)
     n = jax.device_count()
@@ -235,7 +235,7 @@ def test_core_data_modules_import_without_tensorflow_or_torch():
         "import sys\n"
         "for m in ('tensorflow', 'tensorflow_datasets', 'torch'): sys.modules[m] = None\n"
         "import adcsr_jax.data.degradations, adcsr_jax.data.pipeline, adcsr_jax.data.sources\n"
-        "import adcsr_jax.data.cli, adcsr_jax.train.mesh\n"
+        "import adcsr_jax.data.cli, adcsr_jax.sharding\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

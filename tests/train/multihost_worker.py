@@ -21,7 +21,7 @@ def main() -> None:
     import numpy as np
 
     from adcsr_jax.data.pipeline import DataIterator, PipelineConfig
-    from adcsr_jax.train.mesh import make_mesh
+    from adcsr_jax.sharding import make_mesh
     from tests.cheap_degradation import cheap_preset
 
     mesh = make_mesh(data=-1, fsdp=2)

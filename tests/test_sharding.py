@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType
 
-from adcsr_jax.train.mesh import make_mesh, place_batch
+from adcsr_jax.sharding import make_mesh, place_batch
 
 
 def test_make_mesh_axes_and_auto_types():
