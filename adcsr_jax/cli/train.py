@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(_extra_prefix=EXTRA_PREFIX)
 
 
+def _quiet_orbax(record: logging.LogRecord) -> bool:
+    """Orbax logs every save step by step at INFO; keep its warnings and errors only."""
+    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
 def run(args: argparse.Namespace) -> int:
     from absl import logging as absl_logging  # noqa: PLC0415 - CLU and orbax log through absl
 
@@ -39,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from adcsr_jax.train.config import load_config  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    absl_logging.set_verbosity(absl_logging.INFO)
+    absl_logging.set_verbosity(absl_logging.INFO)  # ReportProgress's ETA, the metric lines
+    logging.getLogger("absl").addFilter(_quiet_orbax)
     config = load_config(args.config, getattr(args, "extra", []))
     if args.print_config:
         print(config)

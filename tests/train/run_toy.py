@@ -1,5 +1,5 @@
 """Subprocess driver of the engine tests: trains the toy stage in WORKDIR and prints one
-``RESULT {json}`` line. ``--kill-after STEP --wait-for CKPT``: SIGKILL this process from the
+``RESULT {json}`` line (``--coordinator``: as one process of a ``jax.distributed`` run). ``--kill-after STEP --wait-for CKPT``: SIGKILL this process from the
 step hook once step STEP is done and checkpoint CKPT is committed (a hard crash mid-run)."""
 
 from __future__ import annotations
@@ -28,7 +28,12 @@ def main() -> int:
     p.add_argument("variant")
     p.add_argument("--kill-after", type=int)
     p.add_argument("--wait-for", type=int)
+    p.add_argument("--coordinator", help="HOST:PORT: join jax.distributed as one of N processes")
+    p.add_argument("--process-id", type=int, default=0)
+    p.add_argument("--num-processes", type=int, default=1)
     args, overrides = p.parse_known_args()
+    if args.coordinator:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     config = load_config(f"{CONFIG}:{args.variant}", overrides)
     ckpt = Path(args.workdir) / "checkpoints"
 

@@ -254,3 +254,15 @@ def test_guard_keeps_the_old_train_state():
     new, m = jax.jit(loop.guarded_step(good_step))(state, {}, 1, key)
     np.testing.assert_array_equal(new["train"]["w"], 2 * np.ones(3))
     assert float(m["guard/skipped"]) == 0.0
+
+
+def test_export_only_restores_the_newest_checkpoint(ref8, images, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        loop.train(_config("8dev", images), tmp_path / "empty", export_only=True)
+    shutil.copytree(ref8["workdir"] / "checkpoints", tmp_path / "checkpoints")
+    result = loop.train(_config("8dev", images), tmp_path, export_only=True)
+    assert result.stopped == "export_only" and result.step == STEPS
+    a = np.load(ref8["workdir"] / "toy" / "params.npz")
+    b = np.load(tmp_path / "toy" / "params.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
