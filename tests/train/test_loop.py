@@ -266,3 +266,45 @@ def test_export_only_restores_the_newest_checkpoint(ref8, images, tmp_path):
     b = np.load(tmp_path / "toy" / "params.npz")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.slow
+def test_two_processes_write_per_process_data_states_and_resume_on_one(
+    images, compile_cache, tmp_path
+):
+    """Two ``jax.distributed`` processes (4 devices each): every host's iterator state in the
+    checkpoint, the export from process 0 only; then one 8-device process resumes from it."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        address = f"localhost:{s.getsockname()[1]}"
+    cmd = [sys.executable, str(HERE / "run_toy.py"), str(tmp_path), "8dev"]
+    cmd += ["--coordinator", address, "--num-processes", "2", f"--config.data.source={images}"]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--process-id", str(i)],
+            env=_env(4, compile_cache),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=400)
+        assert p.returncode == 0, err[-3000:]
+        results.append(json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:]))
+    assert [r["step"] for r in results] == [STEPS, STEPS]
+    assert results[0]["exported"] and not results[1]["exported"]
+    data = json.loads((tmp_path / "checkpoints" / str(STEPS) / "data" / "metadata").read_text())
+    assert sorted(data) == ["0", "1"]
+    assert [data[k]["process_index"] for k in ("0", "1")] == [0, 1]
+    assert all(data[k]["step"] == STEPS for k in data)
+    out = _driver(tmp_path, "8dev", images, compile_cache, 8, "--config.total_steps=8")
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[7:])
+    assert got["start_step"] == STEPS and got["step"] == 8
+    assert "the sample order changes" in out.stderr
