@@ -193,7 +193,7 @@ def guarded_step(stage_step: Callable) -> Callable:
     kept (``jnp.where`` over the tree) and ``guard/skipped`` is 1.
     """
 
-    def step(state, batch, step_index, key_data):
+    def guarded_train_step(state, batch, step_index, key_data):
         rng = step_rng(jax.random.wrap_key_data(key_data), step_index)
         new_state, metrics = stage_step(state, batch, rng)
         guarded = [v for k, v in metrics.items() if k.startswith(GUARDED_PREFIXES)]
@@ -208,7 +208,7 @@ def guarded_step(stage_step: Callable) -> Callable:
         metrics["guard/skipped"] = 1.0 - finite.astype(jnp.float32)
         return {**new_state, "train": train}, metrics
 
-    return step
+    return guarded_train_step
 
 
 def _flops(compiled: Any) -> float | None:
@@ -397,7 +397,7 @@ def train(
     )
     start = checkpoints.latest_step()
     key = train_key(config.seed)
-    data_states = None
+    data_states, meta = None, {}
     if start is not None:
         target = ckpt_lib.abstract(shapes["train"], shardings["train"])
         train_state, meta, data_states = checkpoints.restore(start, target)
@@ -458,6 +458,7 @@ def train(
         num_train_steps=total, writer=writer, every_steps=config.log.every_steps
     )
     host_metrics = _Metrics(config.max_nonfinite_in_a_row)
+    host_metrics.skipped_total = int(meta.get("skipped_total", 0))  # carried over on resume
     global_batch = int(config.data.batch_size)
 
     def write(step: int, scalars: dict[str, float]) -> None:
@@ -485,6 +486,7 @@ def train(
             "mesh": {k: int(v) for k, v in mesh.shape.items()},
             "process_count": jax.process_count(),
             "stage": stage.name,
+            "skipped_total": host_metrics.skipped_total,
         }
         with report.timed("checkpoint"):
             checkpoints.save(step, state["train"], meta, states)
@@ -540,6 +542,8 @@ def train(
                 elif ckpt_lib.reached_preemption(step):
                     stopped = "preemption"
                 if stopped != "done" or step % ck.every_steps == 0 or step == total:
+                    process(*pending)  # its counts go into the checkpoint, its log line first
+                    pending = None
                     save(step)
                 if stopped != "done":
                     log.warning("stopping at step %d (%s); checkpoint written", step, stopped)
