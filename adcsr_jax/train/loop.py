@@ -16,6 +16,16 @@ devices and on many hosts:
   ``ReportProgress`` (ETA); the stage's ``evaluate`` every ``eval.every_steps``;
 * at the end the stage's ``export`` on process 0 while the others wait at a barrier.
 
+Workdir::
+
+    config.json          the resolved config of the latest start
+    checkpoints/<step>/  orbax: train (state["train"]), meta (step, rng, mesh), data (per process)
+    metrics.jsonl        one JSON object per logged step (process 0; a resume drops lines past
+                         the restored step), also eval scalars and compile/* (XLA's estimate)
+    tensorboard/         CLU writer event files (config.log.tensorboard)
+    sample_images/       the bundled photos, when config.data.source == "sample"
+    <stage exports>      whatever the stage's export writes (e.g. student/)
+
 RNG: ``init`` gets ``init_rng(seed)``; step ``s`` (1-based, the number of updates after it)
 gets ``step_rng(train_key(seed), s)``; the train key is stored in each checkpoint.
 Metrics of step ``s`` are read back to the host while step ``s + 1`` runs (one step behind), so
@@ -221,6 +231,21 @@ def _flops(compiled: Any) -> float | None:
     if not cost or "flops" not in cost:
         return None
     return float(cost["flops"])
+
+
+def _compiled_memory(compiled: Any) -> dict[str, float]:
+    """XLA's per-device memory estimate of the compiled step (bytes), where the backend has one."""
+    try:
+        mem = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return {}
+    fields = ("argument", "output", "temp", "alias", "generated_code")
+    out = {}
+    for f in fields:
+        v = getattr(mem, f"{f}_size_in_bytes", None)
+        if v is not None:
+            out[f"compile/{f}_bytes"] = float(v)
+    return out
 
 
 def _peak_memory() -> tuple[str, float]:
@@ -531,7 +556,12 @@ def train(
                 if compiled is None:
                     compiled = jitted.lower(state, batch, step_arg, key_data).compile()
                     flops = _flops(compiled)
-                    log.info("step compiled; %s FLOPs per device per step", flops)
+                    plan = _compiled_memory(compiled)
+                    if flops is not None:
+                        plan["compile/flops_per_device"] = flops
+                    log.info("step compiled (per device): %s", plan)
+                    if plan:
+                        write(step, plan)
                     t_log = time.perf_counter()
                 state, metrics = compiled(state, batch, step_arg, key_data)
                 if pending is not None:

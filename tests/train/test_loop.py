@@ -135,6 +135,8 @@ def test_run_writes_metrics_checkpoints_evals_export(ref8):
         assert key in train_rec
     assert "perf/tflops_per_device" in train_rec and result.flops_per_device > 0
     assert "memory/peak_host_rss_bytes" in train_rec or "memory/peak_device_bytes" in train_rec
+    plan = next(r for r in records if "compile/flops_per_device" in r)
+    assert plan["step"] == 1 and plan["compile/temp_bytes"] >= 0
     assert [r["step"] for r in records if "val/mse" in r] == [3, 6]  # every 3 steps, at the end
     # keep_last=1 plus keep_every=4 of the saves at 2, 4, 6
     assert Checkpoints(workdir / "checkpoints").all_steps() == [4, 6]
