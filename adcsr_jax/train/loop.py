@@ -150,7 +150,7 @@ def make_input(config: ml_collections.ConfigDict, workdir: Path) -> Iterator[dic
         flip=d.flip,
         seed=config.seed,
         degradation=d.degradation,
-        pool_size=None if d.pool_size < 0 else d.pool_size,
+        pool_size=None if d.pool_size is None or d.pool_size < 0 else d.pool_size,
         output_dtype=d.output_dtype,
         prefetch=d.prefetch,
         num_workers=d.num_workers,
