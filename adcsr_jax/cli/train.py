@@ -28,6 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
+    hosts = parser.add_argument_group(
+        "multi-process runs",
+        "TPU VM slices and SLURM jobs are detected by JAX itself; elsewhere give all three "
+        "(or ADCSR_COORDINATOR_ADDRESS, ADCSR_NUM_PROCESSES, ADCSR_PROCESS_ID). "
+        "scripts/launch_local.py, launch_tpu_pod.sh and launch_slurm.sh set them.",
+    )
+    hosts.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
+    hosts.add_argument("--num-processes", type=int, metavar="N")
+    hosts.add_argument("--process-id", type=int, metavar="I")
+    hosts.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=60,
+        metavar="S",
+        help="when another process dies, this one stops within S seconds (default 60)",
+    )
     # --config.KEY=VALUE overrides are collected by adcsr_jax.cli.main (parse_known_args).
     parser.set_defaults(_extra_prefix=EXTRA_PREFIX)
 
@@ -40,7 +56,7 @@ def _quiet_orbax(record: logging.LogRecord) -> bool:
 def run(args: argparse.Namespace) -> int:
     from absl import logging as absl_logging  # noqa: PLC0415 - CLU and orbax log through absl
 
-    from adcsr_jax.train import loop  # noqa: PLC0415 - keeps `adcsr --help` light
+    from adcsr_jax.train import distributed, loop  # noqa: PLC0415 - keeps `adcsr --help` light
     from adcsr_jax.train.config import load_config  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -50,6 +66,17 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config)
         return 0
+    try:
+        cluster = distributed.resolve(
+            args.coordinator_address,
+            args.num_processes,
+            args.process_id,
+            heartbeat_timeout_s=args.heartbeat_timeout,
+        )
+    except distributed.ClusterConfigError as e:
+        logging.error("%s", e)
+        return 2
+    distributed.initialize(cluster)
     try:
         result = loop.train(config, args.workdir, export_only=args.export_only)
     except loop.NonFiniteError as e:

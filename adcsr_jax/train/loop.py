@@ -52,10 +52,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 from adcsr_jax import sharding as shd
+from adcsr_jax import writers
 from adcsr_jax.train import checkpoint as ckpt_lib
 from adcsr_jax.train.config import flatten
 from adcsr_jax.train.stage import Stage
@@ -99,11 +99,9 @@ def step_rng(key: jax.Array, step: int | jax.Array) -> jax.Array:
     return jax.random.fold_in(key, step)
 
 
-def create_writer(logdir: Path | None, just_logging: bool) -> metric_writers.MetricWriter:
-    """CLU metric writer: console, plus TensorBoard under ``logdir`` (None: console only)."""
-    return metric_writers.create_default_writer(
-        None if logdir is None else os.fspath(logdir), just_logging=just_logging
-    )
+def create_writer(logdir: Path | None, just_logging: bool) -> writers.MetricWriter:
+    """Console, plus TensorBoard under ``logdir`` (None: console only); needs no TensorFlow."""
+    return writers.create_writer(logdir, just_logging=just_logging)
 
 
 def load_stage(name: str) -> Callable[[ml_collections.ConfigDict, jax.sharding.Mesh], Stage]:
@@ -479,6 +477,9 @@ def train(
     if is_main and start == 0:
         writer.write_hparams({**flatten(config), **dict(stage.hparams)})
     total = int(config.total_steps)
+    # Imported here, after adcsr_jax.writers made clu.metric_writers importable without TF.
+    from clu import periodic_actions  # noqa: PLC0415
+
     report = periodic_actions.ReportProgress(
         num_train_steps=total, writer=writer, every_steps=config.log.every_steps
     )
