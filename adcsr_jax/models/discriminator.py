@@ -32,6 +32,7 @@ import numpy as np
 from flax import traverse_util
 
 from adcsr_jax.models import abstract_params, init_params, logical_axes
+from adcsr_jax.models.adcsr import random_params
 from adcsr_jax.models.unet import UNet2D, UNetConfig
 from adcsr_jax.nn.lora import (
     PEFT_DEFAULT_ALPHA,
@@ -130,14 +131,21 @@ def _example_inputs(cfg: UNetConfig) -> tuple[jax.ShapeDtypeStruct, ...]:
     )
 
 
-def tiled_conv_in(kernel: Any, factor: int) -> jax.Array:
-    """AdcSR ``weight.repeat(1, factor, 1, 1) / factor`` in HWIO: input channel j reads j % in."""
-    return jnp.tile(jnp.asarray(kernel, jnp.float32), (1, 1, factor, 1)) / factor
+def tiled_conv_in(kernel: Any, factor: int) -> Any:
+    """AdcSR ``weight.repeat(1, factor, 1, 1) / factor`` in HWIO: input channel j reads j % in.
+
+    numpy in, numpy out (host init); traced arrays stay traced.
+    """
+    xp = jnp if isinstance(kernel, jax.core.Tracer) else np
+    return xp.tile(xp.asarray(kernel, np.float32), (1, 1, factor, 1)) / np.float32(factor)
+
+
+def _sd_template(config: DiscriminatorConfig) -> Any:
+    return abstract_params(UNet2D(config.unet), *_example_inputs(config.unet))
 
 
 def _check_sd(config: DiscriminatorConfig, params: Mapping[str, Any]) -> None:
-    want = jax.tree.map(lambda s: tuple(s.shape), abstract_params(UNet2D(config.unet),
-                                                                  *_example_inputs(config.unet)))  # fmt: skip
+    want = jax.tree.map(lambda s: tuple(s.shape), _sd_template(config))
     got = jax.tree.map(lambda a: tuple(np.shape(a)), dict(params))
     flat_w, flat_g = traverse_util.flatten_dict(want), traverse_util.flatten_dict(got)
     bad = [f"{'/'.join(k)}: {flat_g.get(k, 'missing')} (expected {v})"
@@ -153,21 +161,26 @@ def _check_sd(config: DiscriminatorConfig, params: Mapping[str, Any]) -> None:
 def init_discriminator(
     config: DiscriminatorConfig, sd_unet_params: Mapping[str, Any] | None, rng: jax.Array
 ) -> dict[str, Any]:
-    """``{"trainable", "frozen"}`` from SD UNet params (random ones when ``None``, tiny configs).
+    """``{"trainable", "frozen"}`` from SD UNet params (random ones when ``None``, tiny configs:
+    :func:`adcsr_jax.models.adcsr.random_params` on the host, Flax's init when traced).
 
     conv_in is rebuilt by the tiling rule; adapters get PEFT's gaussian init. Leaves of
     ``sd_unet_params`` are passed through (numpy stays numpy, nothing is copied).
     """
     k_sd, k_lora = jax.random.split(rng)
-    if sd_unet_params is None:
+    if sd_unet_params is None and isinstance(k_sd, jax.core.Tracer):  # jit / eval_shape
         sd_unet_params = init_params(UNet2D(config.unet), k_sd, *(
             jnp.zeros(s.shape, s.dtype) for s in _example_inputs(config.unet)))  # fmt: skip
+    elif sd_unet_params is None:  # host: numpy filler (Flax's eager init compiles per param)
+        seed = int(jax.random.randint(k_sd, (), 0, 2**31 - 1))
+        sd_unet_params = random_params(_sd_template(config), seed)
     else:
         _check_sd(config, sd_unet_params)
     base = dict(sd_unet_params)
+    conv_in = base["conv_in"]
     base["conv_in"] = {
-        "kernel": tiled_conv_in(base["conv_in"]["kernel"], config.tile_factor),
-        "bias": jnp.asarray(base["conv_in"]["bias"], jnp.float32),
+        "kernel": tiled_conv_in(conv_in["kernel"], config.tile_factor),
+        "bias": conv_in["bias"],
     }
     specs = config.specs
     lora = init_lora(specs, base, k_lora) if specs else {}

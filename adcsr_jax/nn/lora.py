@@ -154,21 +154,29 @@ def lora_shapes(kernel_shape: Sequence[int], rank: int) -> tuple[tuple[int, ...]
 def init_lora(specs: Sequence[LoraSpec], base_params: Any, rng: jax.Array) -> dict[str, Any]:
     """PEFT "gaussian" init: ``A ~ N(0, std=1/r)``, ``B = 0``; ``{adapter: {path: {A, B}}}``.
 
-    fp32; one key per adapted layer (``fold_in`` over the layer's index), so it runs under
-    ``jax.eval_shape`` and ``jit``.
+    fp32; only the shapes of ``base_params`` are read. All A matrices are cut, in order, from one
+    ``jax.random.normal(rng, (total,))`` draw, on the host (numpy leaves) when ``rng`` is
+    concrete: jitting hundreds of slices, or drawing per layer, costs minutes of XLA:CPU
+    compilation for a UNet. Under ``jit`` / ``eval_shape`` the leaves are traced as usual.
     """
     kernels = _kernels(base_params)
-    out: dict[str, Any] = {}
-    for s_i, (spec, paths) in enumerate(zip(specs, lora_targets(specs, base_params).values())):
-        key = jax.random.fold_in(rng, s_i)
-        flat = {}
-        for i, path in enumerate(paths):
-            a_shape, b_shape = lora_shapes(kernels[path].shape, spec.rank)
-            a = jax.random.normal(jax.random.fold_in(key, i), a_shape, jnp.float32) / spec.rank
-            flat[(*path, "lora_A")] = a
-            flat[(*path, "lora_B")] = jnp.zeros(b_shape, jnp.float32)
-        out[spec.name] = traverse_util.unflatten_dict(flat)
-    return out
+    plan = [
+        (spec, p, *lora_shapes(kernels[p].shape, spec.rank))
+        for spec, paths in zip(specs, lora_targets(specs, base_params).values())
+        for p in paths
+    ]
+    sizes = [int(np.prod(a_shape)) for _, _, a_shape, _ in plan]
+    noise = jax.random.normal(rng, (sum(sizes),), jnp.float32)
+    xp = jnp if isinstance(noise, jax.core.Tracer) else np
+    noise = noise if xp is jnp else np.asarray(noise)
+    flat: dict[str, dict[tuple[str, ...], Any]] = {s.name: {} for s in specs}
+    start = 0
+    for (spec, path, a_shape, b_shape), size in zip(plan, sizes):
+        a = noise[start : start + size].reshape(a_shape) / np.float32(spec.rank)
+        flat[spec.name][(*path, "lora_A")] = a
+        flat[spec.name][(*path, "lora_B")] = xp.zeros(b_shape, np.float32)
+        start += size
+    return {name: traverse_util.unflatten_dict(tree) for name, tree in flat.items()}
 
 
 def _layers(lora: Mapping[str, Any]) -> dict[str, dict[Path, tuple[Any, Any]]]:

@@ -29,7 +29,7 @@ from flax import traverse_util
 from adcsr_jax.nn.lora import LoraSpec, init_lora, lora_targets
 from adcsr_jax.weights.errors import CheckpointMismatchError, CheckpointReadError
 from adcsr_jax.weights.io import read_safetensors, write_safetensors
-from adcsr_jax.weights.mapping import path_to_torch_key
+from adcsr_jax.weights.mapping import params_to_torch, path_to_torch_key
 
 PEFT_PREFIX = "base_model.model."
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -193,3 +193,23 @@ def load_peft_adapters(
         )
         out[spec.name] = part[spec.name]
     return out
+
+
+def peft_state_dict(
+    params: Any, lora: Mapping[str, Any], *, prefix: str = ""
+) -> dict[str, np.ndarray]:
+    """Params and adapters under the names of the PEFT-wrapped torch model (torch layouts).
+
+    Base params of a wrapped layer become ``<module>.base_layer.{weight,bias}`` (what
+    ``named_parameters`` of a diffusers model after ``add_adapter`` says), the rest keep their
+    diffusers names. E.g. AdcSR's trainable discriminator params: ``conv_in.base_layer.weight``,
+    ``conv_in.lora_A.default_encoder.weight``, ...
+    """
+    wrapped = {
+        module_name(k[:-1]) for tree in lora.values() for k in traverse_util.flatten_dict(tree)
+    }
+    out = {}
+    for key, value in params_to_torch(params).items():
+        module, leaf = key.rsplit(".", 1)
+        out[f"{prefix}{module}.base_layer.{leaf}" if module in wrapped else prefix + key] = value
+    return {**out, **lora_to_peft(lora, prefix=prefix)}
