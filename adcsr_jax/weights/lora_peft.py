@@ -8,7 +8,8 @@ one folder per adapter with its ``adapter_config.json``. Layouts: Linear ``A (r,
 ``B (out, r)``; conv ``A (r, in, kh, kw)``, ``B (out, r, 1, 1)``. Module names are diffusers'
 (``down_blocks.0.attentions.0.proj_in``), from our paths by :func:`path_to_torch_key`.
 
-A PyTorch user loads :func:`lora_to_peft`'s dict with ``model.load_state_dict(sd, strict=False)``
+A PyTorch user loads :func:`lora_to_peft`'s dict (numpy; ``torch.from_numpy`` each, or write it
+with ``safetensors``) with ``model.load_state_dict(sd, strict=False)``
 (a ``PeftModel`` with the same adapters, or, with ``prefix=""``, a diffusers model after
 ``add_adapter``), and a folder of :func:`save_peft_adapters` with
 ``PeftModel.from_pretrained(model, folder / adapter, adapter_name=adapter)`` and ``load_adapter``.
