@@ -205,3 +205,39 @@ def test_wrong_layers_are_named() -> None:
     with pytest.raises(ValueError, match="rank"):
         apply_with_lora(FlaxNet(), params, lora, (SPECS[0], LoraSpec("second", 3, targets=("c",))),
                         v, x.transpose(0, 2, 3, 1))  # fmt: skip
+
+
+def test_remat_and_bf16_compute() -> None:
+    """Adapters read through a lifted transform (nn.remat) and in a bf16-compute layer."""
+
+    class Block(nn.Module):
+        dtype: str = "float32"
+
+        @nn.compact
+        def __call__(self, v):
+            return nn.Dense(9, dtype=self.dtype, name="lin")(v)
+
+    class Outer(nn.Module):
+        remat: bool
+        dtype: str = "float32"
+
+        @nn.compact
+        def __call__(self, v):
+            cls = nn.remat(Block) if self.remat else Block
+            return cls(self.dtype, name="block")(v)
+
+    _, params, lora = _build()
+    p = {"block": {"lin": params["lin"]}}
+    lo = {"first": {"block": {"lin": lora["first"]["lin"]}}, "second": {}}
+    v, _ = _inputs()
+    specs = (SPECS[0], LoraSpec("second", 2, targets=("nothing",)))
+
+    def f(remat, lo):
+        return apply_with_lora(Outer(remat), p, lo, specs, v).sum()
+
+    g_plain, g_remat = jax.grad(lambda lo: f(False, lo))(lo), jax.grad(lambda lo: f(True, lo))(lo)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), g_plain, g_remat)
+    out = apply_with_lora(Outer(False, "bfloat16"), p, lo, specs, v)
+    assert out.dtype == jnp.bfloat16
+    ref = apply_with_lora(Outer(False), p, lo, specs, v)
+    np.testing.assert_allclose(np.asarray(out, np.float32), ref, atol=0.1, rtol=0.05)
