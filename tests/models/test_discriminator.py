@@ -23,6 +23,7 @@ from adcsr_jax.weights import reference as ref
 from adcsr_jax.weights import unet_params_from_torch
 from adcsr_jax.weights.lora_peft import lora_from_peft, peft_state_dict
 
+pytestmark = pytest.mark.filterwarnings("ignore:Already found a `peft_config`")
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
 
@@ -173,3 +174,46 @@ def test_modes_and_bad_inputs(setup) -> None:
 @pytest.mark.slow
 def test_full_size_trainable_count() -> None:
     assert count_trainable(DiscriminatorConfig()) == 4_802_384
+
+
+def test_save_and_load_in_adcsr_torch_names(setup, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from adcsr_jax.weights import CheckpointMismatchError
+    from adcsr_jax.weights.discriminator import (
+        load_discriminator,
+        read_discriminator_config,
+        save_discriminator,
+    )
+    from adcsr_jax.weights.io import read_safetensors, write_safetensors
+
+    sd, unet_d, config, _, state = setup
+    path = save_discriminator(tmp_path / "d.safetensors", config, state["trainable"])
+    fresh = torch_discriminator(sd, FEATURES)
+    missing, unexpected = fresh.load_state_dict(load_file(str(path)), strict=False)
+    assert unexpected == [] and not [k for k in missing if "lora" in k or "conv_in" in k]
+    for name, p in fresh.named_parameters():
+        if p.requires_grad:
+            np.testing.assert_array_equal(
+                p.detach().numpy(), peft_state_dict(state["trainable"]["unet"],
+                                                    state["trainable"]["lora"])[name])  # fmt: skip
+    assert read_discriminator_config(path) == config
+    back = load_discriminator(path, config)
+    jax.tree.map(np.testing.assert_array_equal, back, jax.tree.map(np.asarray, state["trainable"]))
+    tensors, _ = read_safetensors(path)
+    del tensors["conv_in.base_layer.bias"]
+    write_safetensors(tmp_path / "bad.safetensors", tensors)
+    with pytest.raises(CheckpointMismatchError, match="conv_in.bias"):
+        load_discriminator(tmp_path / "bad.safetensors", config)
+
+
+def test_build_from_a_diffusers_folder(setup, tmp_path) -> None:
+    from adcsr_jax.weights.discriminator import build_discriminator
+
+    sd, _, config, _, state = setup
+    sd.save_pretrained(tmp_path / "unet")
+    built = build_discriminator(config, tmp_path / "unet", jax.random.key(0))
+    jax.tree.map(np.testing.assert_array_equal, built, state)
+    other = dataclasses.replace(config, unet=dataclasses.replace(config.unet, norm_eps=1e-6))
+    with pytest.raises(ValueError, match="norm_eps"):
+        build_discriminator(other, tmp_path / "unet", jax.random.key(0))
