@@ -3,7 +3,9 @@
 Each sub-command lives in its own module, which exposes ``add_arguments(parser)`` and
 ``run(args) -> int``. Modules are imported only when the parser is built, and must keep
 their top-level imports light (no torch / TensorFlow), so ``adcsr --help`` stays fast.
-Nested tables give nested sub-commands (``adcsr convert adcsr ...``).
+Nested tables give nested sub-commands (``adcsr convert adcsr ...``). A command that sets the
+parser default ``_extra_prefix`` (``adcsr train``: ``"--config."``) receives the unknown
+arguments starting with it as ``args.extra``; any other unknown argument is an error.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "data": {"prepare": "adcsr_jax.data.cli"},
     "export": "adcsr_jax.export.cli",
     "profile": "adcsr_jax.export.profile_cli",
+    "train": "adcsr_jax.cli.train",
 }
 
 
@@ -63,8 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``adcsr`` console script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    prefix = getattr(args, "_extra_prefix", None)
+    stray = [a for a in extra if not (prefix and _is_extra(a, extra, prefix))]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.extra = extra
     return int(args._run(args) or 0)
+
+
+def _is_extra(arg: str, extra: Sequence[str], prefix: str) -> bool:
+    """``--config.x=y``, ``--config.x`` or the value after a bare ``--config.x``."""
+    if arg.startswith(prefix):
+        return True
+    i = extra.index(arg)
+    return i > 0 and extra[i - 1].startswith(prefix) and "=" not in extra[i - 1]
 
 
 if __name__ == "__main__":
