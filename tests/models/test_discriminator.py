@@ -222,25 +222,11 @@ def test_build_from_a_diffusers_folder(setup, tmp_path) -> None:
 @pytest.mark.slow  # two UNet compiles (about 2 min on 2 busy cores); the stage-2 step covers it
 def test_sharded_logits_equal_unsharded(setup) -> None:
     """State sharded FSDP-style by its logical axes, batch over (data, fsdp): same logits."""
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    from adcsr_jax.sharding import batch_sharding, make_mesh
+    from adcsr_jax.sharding import DEFAULT_RULES, batch_sharding, logical_to_sharding, make_mesh
 
     _, _, config, _, state = setup
     mesh = make_mesh(data=4, fsdp=2)
-    rules = {"conv_out": "fsdp", "mlp": "fsdp", "time": "fsdp"}
-
-    def to_mesh(spec: PartitionSpec) -> NamedSharding:
-        # (flax's logical_to_mesh_sharding rejects the base tree's ("embed", "embed") kernels)
-        axes, used = [], set()
-        for name in spec:
-            axis = rules.get(name)
-            axes.append(None if axis in used else axis)
-            used.add(axis)
-        return NamedSharding(mesh, PartitionSpec(*axes))
-
-    is_spec = lambda x: isinstance(x, PartitionSpec)  # noqa: E731
-    shardings = jax.tree.map(to_mesh, discriminator_logical_axes(config), is_leaf=is_spec)
+    shardings = logical_to_sharding(discriminator_logical_axes(config), state, mesh, DEFAULT_RULES)
     placed = jax.device_put(state, shardings)
     assert placed["trainable"]["lora"]["default_others"]["mid_block"]["resnets_0"]["conv1"][
         "lora_B"].sharding.spec == jax.sharding.PartitionSpec(None, None, None, "fsdp")  # fmt: skip
