@@ -79,6 +79,7 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("context", None),
     ("time", "fsdp"),
     ("norm", None),
+    ("lora_rank", None),
 )
 
 Rules = Sequence[tuple[str, str | Sequence[str] | None]] | Mapping[str, Any]

@@ -21,6 +21,8 @@ Vocabulary (small on purpose):
 ``context``    encoder (text) width read by cross-attention to_k / to_v
 ``time``       time-embedding width
 ``norm``       GroupNorm / LayerNorm scale and bias
+``lora_rank``  the rank of a LoRA adapter (``nn/lora.py``; A and B keep the base kernel's
+               other axis names)
 =============  =====================================================================
 """
 
