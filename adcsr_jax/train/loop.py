@@ -219,7 +219,62 @@ def guarded_step(stage_step: Callable) -> Callable:
     return guarded_train_step
 
 
-def _flops(compiled: Any) -> float | None:
+# --------------------------------------------------------------------------- shared with `adcsr plan`
+def config_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+    """The mesh of ``config.mesh`` over the first ``num_devices`` devices (-1: all)."""
+    m = config.mesh
+    devices = jax.devices()[: m.num_devices] if m.num_devices > 0 else None
+    return shd.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
+
+
+def check_state(stage: Stage, state: Any, source: str) -> None:
+    """``state`` must be ``{"train", "frozen"}`` (the contract of ``stage.py``)."""
+    if not isinstance(state, dict) or set(state) != {"train", "frozen"}:
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{stage.name}.{source} must return {{'train', 'frozen'}}, got {got}")
+
+
+def abstract_state(stage: Stage, seed: int) -> Any:
+    """The state as ``ShapeDtypeStruct`` s, allocating nothing: ``stage.shapes()``, else
+    ``jax.eval_shape(stage.init, init_rng(seed))`` (which needs an ``init`` that traces)."""
+    if stage.shapes is not None:
+        shapes = stage.shapes()
+        source = "shapes"
+    else:
+        try:
+            shapes = jax.eval_shape(stage.init, init_rng(seed))
+        except jax.errors.TracerArrayConversionError as e:
+            raise ValueError(
+                f"{stage.name}.init converts traced arrays to numpy, so jax.eval_shape cannot"
+                " run it; give the stage a shapes() (adcsr_jax/train/stage.py)"
+            ) from e
+        source = "init"
+    check_state(stage, shapes, source)
+    return jax.tree.map(_host_tree, shapes)
+
+
+def state_shardings(stage: Stage, shapes: Any) -> Any:
+    """``stage.shardings(shapes)``, checked to mirror the state's tree."""
+    shardings = stage.shardings(shapes)
+    if jax.tree.structure(shapes) != jax.tree.structure(shardings):
+        raise ValueError(f"{stage.name}.shardings returned a tree unlike the state's")
+    return shardings
+
+
+def jit_step(stage: Stage, shardings: Any, mesh: jax.sharding.Mesh) -> Any:
+    """The guarded step under ``jax.jit``: ``(state, batch, step, key_data) -> (state, metrics)``
+    with the state's shardings in and out, donated; the batch keeps its own (``place_batch``)."""
+    repl = shd.replicated(mesh)
+    state_sh = {"train": shardings["train"], "frozen": shardings["frozen"]}
+    return jax.jit(
+        guarded_step(stage.step),
+        in_shardings=(state_sh, None, repl, repl),
+        out_shardings=(state_sh, repl),
+        donate_argnums=(0,),
+    )
+
+
+def compiled_flops(compiled: Any) -> float | None:
     try:
         cost = compiled.cost_analysis()
     except Exception:  # some backends have no cost model
@@ -231,7 +286,7 @@ def _flops(compiled: Any) -> float | None:
     return float(cost["flops"])
 
 
-def _compiled_memory(compiled: Any) -> dict[str, float]:
+def compiled_memory(compiled: Any) -> dict[str, float]:
     """XLA's per-device memory estimate of the compiled step (bytes), where the backend has one."""
     try:
         mem = compiled.memory_analysis()
@@ -261,9 +316,10 @@ def _peak_memory() -> tuple[str, float]:
 
 
 def _host_tree(x: Any) -> Any:
-    return jax.ShapeDtypeStruct(
-        np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
-    )
+    if hasattr(x, "shape") and hasattr(x, "dtype"):  # arrays, numpy scalars, ShapeDtypeStructs
+        return jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
+    x = np.asarray(x)
+    return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
 
 # --------------------------------------------------------------------------- metrics on host
@@ -389,24 +445,18 @@ def train(
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
     # ----------------------------------------------------------------------- mesh
-    m = config.mesh
-    devices = jax.devices()[: m.num_devices] if m.num_devices > 0 else None
-    mesh = shd.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
+    mesh = config_mesh(config)
     log.info("mesh %s on %d processes", dict(mesh.shape), jax.process_count())
 
     # ----------------------------------------------------------------------- model
     if stage is None:
         stage = load_stage(config.stage)(config, mesh)
     host_state = stage.init(init_rng(config.seed))
-    if not isinstance(host_state, dict) or set(host_state) != {"train", "frozen"}:
-        got = sorted(host_state) if isinstance(host_state, dict) else type(host_state).__name__
-        raise ValueError(f"{stage.name}.init must return {{'train', 'frozen'}}, got {got}")
+    check_state(stage, host_state, "init")
 
     # ----------------------------------------------------------------------- shard
     shapes = jax.tree.map(_host_tree, host_state)
-    shardings = stage.shardings(shapes)
-    if jax.tree.structure(shapes) != jax.tree.structure(shardings):
-        raise ValueError(f"{stage.name}.shardings returned a tree unlike the state's")
+    shardings = state_shardings(stage, shapes)
     repl = shd.replicated(mesh)
     frozen = shd.place(host_state["frozen"], shardings["frozen"])
 
@@ -461,13 +511,7 @@ def train(
         return shd.place_batch({k: host[k] for k in batch_keys}, mesh)
 
     # ----------------------------------------------------------------------- update
-    state_shardings = {"train": shardings["train"], "frozen": shardings["frozen"]}
-    jitted = jax.jit(
-        guarded_step(stage.step),
-        in_shardings=(state_shardings, None, repl, repl),
-        out_shardings=(state_shardings, repl),
-        donate_argnums=(0,),
-    )
+    jitted = jit_step(stage, shardings, mesh)
 
     # ----------------------------------------------------------------------- metrics, evals
     writer = create_writer(
@@ -556,8 +600,8 @@ def train(
                 step_arg = jax.device_put(np.int32(step), repl)
                 if compiled is None:
                     compiled = jitted.lower(state, batch, step_arg, key_data).compile()
-                    flops = _flops(compiled)
-                    plan = _compiled_memory(compiled)
+                    flops = compiled_flops(compiled)
+                    plan = compiled_memory(compiled)
                     if flops is not None:
                         plan["compile/flops_per_device"] = flops
                     log.info("step compiled (per device): %s", plan)
