@@ -117,12 +117,32 @@ def load_stage(name: str) -> Callable[[ml_collections.ConfigDict, jax.sharding.M
 
 
 # --------------------------------------------------------------------------- input
-def make_input(config: ml_collections.ConfigDict, workdir: Path) -> Iterator[dict[str, Any]]:
+def local_rows(mesh: jax.sharding.Mesh, global_batch: int) -> tuple[int, int]:
+    """The rows ``[start, stop)`` of a global batch that this process's devices hold."""
+    slices = shd.batch_sharding(mesh, 1).addressable_devices_indices_map((global_batch,))
+    rows = sorted({r for idx in slices.values() for r in range(*idx[0].indices(global_batch))})
+    if rows != list(range(rows[0], rows[0] + len(rows))):
+        raise ValueError(
+            f"this process's devices hold rows {rows} of the global batch, not one block; "
+            "data.order='global' needs each process's devices adjacent on the (data, fsdp) axes"
+        )
+    return rows[0], rows[-1] + 1
+
+
+def make_input(
+    config: ml_collections.ConfigDict, workdir: Path, mesh: jax.sharding.Mesh | None = None
+) -> Iterator[dict[str, Any]]:
     """The resumable host iterator of ``config.data`` (numpy batches, placed by the loop)."""
     from adcsr_jax.data.pipeline import DataIterator, PipelineConfig  # noqa: PLC0415
 
     d = config.data
     spec = str(d.source)
+    order = str(d.get("order", "host"))
+    if order == "global" and not spec.startswith("paired:"):
+        raise ValueError(
+            f"config.data.order='global' is implemented for paired:LR_DIR:HR_DIR sources, not"
+            f" {spec!r}; use data.order='host'"
+        )
     if spec.startswith("paired:"):
         from adcsr_jax.data.paired import PairedFolderIterator  # noqa: PLC0415
 
@@ -139,6 +159,8 @@ def make_input(config: ml_collections.ConfigDict, workdir: Path) -> Iterator[dic
             seed=config.seed,
             output_dtype=d.output_dtype,
             num_workers=d.num_workers,
+            order=order,
+            row_offset=local_rows(mesh, int(d.batch_size))[0] if mesh is not None else None,
         )
     if spec == "sample":
         spec = os.fspath(_sample_images(workdir / "sample_images"))
@@ -174,10 +196,22 @@ def _sample_images(dest: Path) -> Path:
 
 
 def restore_data_state(data: Any, states: dict[str, dict[str, Any]], step: int) -> None:
-    """This process's iterator state from a checkpoint; another topology restarts the stream."""
+    """This process's iterator state from a checkpoint; another topology restarts the stream
+    (at the same global step) unless the order is global (``data.order``: then it is unchanged)."""
     mine = states.get(str(jax.process_index()))
     if mine is not None and mine.get("process_count", jax.process_count()) == jax.process_count():
         data.set_state(mine)
+        return
+    first = states[min(states, key=int)]
+    if first.get("order") == "global" and getattr(data, "order", None) == "global":
+        data.set_state(first)
+        log.info(
+            "checkpoint data states are for %d processes, this run has %d: data.order is"
+            " global, so the sample order is unchanged (global step %d)",
+            len(states),
+            jax.process_count(),
+            step,
+        )
         return
     log.warning(
         "checkpoint data states are for %d processes, this run has %d: the sample order changes"
@@ -400,7 +434,15 @@ def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
 
 
 class _StopFlag:
-    """SIGTERM sets a flag; the loop saves at the next step boundary and returns."""
+    """SIGTERM sets a flag; the loop saves at the next step boundary and returns.
+
+    Installed for the whole of ``train`` (setup and compilation included). Python runs the
+    handler as soon as the main thread is back in Python (a compile or a wait for the device
+    returns first); the flag is read after every step, so a signal during a long step or the
+    compilation stops the run at the next boundary, never mid-step and never lost.
+    Multi-process runs leave SIGTERM to JAX's preemption notifier instead: every process asks
+    ``reached_preemption_sync_point(step)`` after each step and all stop at the same step.
+    """
 
     def __init__(self):
         self.signal: int | None = None
@@ -438,7 +480,18 @@ def train(
     ``on_step(step, metrics)``: called on every process with each step's host metrics.
     Raises ``NonFiniteError`` after ``config.max_nonfinite_in_a_row`` skipped steps in a row.
     """
-    workdir = Path(workdir)
+    with _StopFlag() as stop:  # from the start: a SIGTERM during setup or compilation counts too
+        return _train(config, Path(workdir), stop, stage, export_only, on_step)
+
+
+def _train(
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    stop: _StopFlag,
+    stage: Stage | None,
+    export_only: bool,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
     if is_main:
@@ -496,7 +549,7 @@ def train(
         return TrainResult(start, "export_only", workdir, start, exported)
 
     # ----------------------------------------------------------------------- input
-    data = make_input(config, workdir)
+    data = make_input(config, workdir, mesh)
     if data_states is not None:
         restore_data_state(data, data_states, start)
     batch_keys = tuple(stage.batch_keys)
@@ -593,41 +646,40 @@ def train(
             t_log, steps_in_log = now, 0
 
     try:
-        with _StopFlag() as stop:
-            while step < total:
-                step += 1
-                batch = next_batch()
-                step_arg = jax.device_put(np.int32(step), repl)
-                if compiled is None:
-                    compiled = jitted.lower(state, batch, step_arg, key_data).compile()
-                    flops = compiled_flops(compiled)
-                    plan = compiled_memory(compiled)
-                    if flops is not None:
-                        plan["compile/flops_per_device"] = flops
-                    log.info("step compiled (per device): %s", plan)
-                    if plan:
-                        write(step, plan)
-                    t_log = time.perf_counter()
-                state, metrics = compiled(state, batch, step_arg, key_data)
-                if pending is not None:
-                    process(*pending)
-                pending = (step, metrics)
-                if stop.signal is not None:
-                    stopped = "sigterm"
-                elif ckpt_lib.reached_preemption(step):
-                    stopped = "preemption"
-                if stopped != "done" or step % ck.every_steps == 0 or step == total:
-                    process(*pending)  # its counts go into the checkpoint, its log line first
-                    pending = None
-                    save(step)
-                if stopped != "done":
-                    log.warning("stopping at step %d (%s); checkpoint written", step, stopped)
-                    break
-                if config.eval.every_steps and step % config.eval.every_steps == 0:
-                    evaluate(step)
+        while step < total:
+            step += 1
+            batch = next_batch()
+            step_arg = jax.device_put(np.int32(step), repl)
+            if compiled is None:
+                compiled = jitted.lower(state, batch, step_arg, key_data).compile()
+                flops = compiled_flops(compiled)
+                plan = compiled_memory(compiled)
+                if flops is not None:
+                    plan["compile/flops_per_device"] = flops
+                log.info("step compiled (per device): %s", plan)
+                if plan:
+                    write(step, plan)
+                t_log = time.perf_counter()
+            state, metrics = compiled(state, batch, step_arg, key_data)
             if pending is not None:
                 process(*pending)
+            pending = (step, metrics)
+            if stop.signal is not None:
+                stopped = "sigterm"
+            elif ckpt_lib.reached_preemption(step):
+                stopped = "preemption"
+            if stopped != "done" or step % ck.every_steps == 0 or step == total:
+                process(*pending)  # its counts go into the checkpoint, its log line first
                 pending = None
+                save(step)
+            if stopped != "done":
+                log.warning("stopping at step %d (%s); checkpoint written", step, stopped)
+                break
+            if config.eval.every_steps and step % config.eval.every_steps == 0:
+                evaluate(step)
+        if pending is not None:
+            process(*pending)
+            pending = None
         checkpoints.wait()
         exported: list[Path] = []
         if stopped == "done":
