@@ -160,7 +160,11 @@ def make_input(
             output_dtype=d.output_dtype,
             num_workers=d.num_workers,
             order=order,
-            row_offset=local_rows(mesh, int(d.batch_size))[0] if mesh is not None else None,
+            row_offset=(
+                local_rows(mesh, int(d.batch_size))[0]
+                if mesh is not None and order == "global"
+                else None
+            ),
         )
     if spec == "sample":
         spec = os.fspath(_sample_images(workdir / "sample_images"))
