@@ -39,6 +39,7 @@ COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "coll
 _DTYPE_BYTES = {
     "pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "s32": 4, "u32": 4,
     "s64": 8, "u64": 8, "f16": 2, "bf16": 2, "f32": 4, "f64": 8, "c64": 8, "c128": 16,
+    "token": 0,
 }  # fmt: skip
 _DEF = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s=\s(.*)$")
 _OP = re.compile(r"(" + "|".join(COLLECTIVES) + r")(?:-start)?\(")
