@@ -29,6 +29,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "export": "adcsr_jax.export.cli",
     "profile": "adcsr_jax.export.profile_cli",
     "train": "adcsr_jax.cli.train",
+    "plan": "adcsr_jax.cli.plan",
 }
 
 

@@ -6,10 +6,19 @@ differ); the HR image must be ``scale`` times the LR one. Each sample is an alig
 (BasicSR ``paired_random_crop``: an LR window of ``crop / scale``, the HR window ``x scale``)
 with the same horizontal flip for both.
 
-Determinism and resume follow ``pipeline.DataIterator``: the host's files are
-``pairs[process_index::process_count]``, sample ``g = step * local_batch + i`` is pair
-``perm_e[g % n]`` of epoch ``e = g // n``, crops from ``(seed, host, g)``; the state is the next
-batch index, so ``set_state`` resumes exactly. Batches are numpy dicts ``{"gt", "lr"}``.
+Two sample orders, both deterministic; the state is the next batch index, so ``set_state``
+resumes exactly. Batches are numpy dicts ``{"gt", "lr"}`` of this host's ``local_batch`` rows.
+
+* ``order="host"`` (as ``pipeline.DataIterator``): the host's files are
+  ``pairs[process_index::process_count]``, local sample ``g = step * local_batch + i`` is pair
+  ``perm_e[g % n]`` of epoch ``e = g // n``, crops from ``(seed, host, g)``. Cheap, but the
+  global batch depends on the number of processes.
+* ``order="global"``: the global batch of step ``s`` is a pure function of ``(seed, s)``. Every
+  host draws the same permutation of *all* pairs; global row ``G = s * batch_size + r`` is pair
+  ``perm_e[G % n]``, ``e = G // n``, its crop and flip from ``(seed, G)``; a host loads only its
+  rows ``row_offset .. row_offset + local_batch`` (those its devices hold). One process with 8
+  devices and two with 4 each see the same batches, and a checkpoint resumes with the same order
+  on any number of processes.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 _TAG_EPOCH, _TAG_CROP = 21, 22
+ORDERS = ("host", "global")
 
 
 def match_pairs(lr_dir: str | os.PathLike, hr_dir: str | os.PathLike) -> list[tuple[str, str]]:
@@ -62,6 +72,8 @@ class PairedFolderIterator(Iterator[dict[str, np.ndarray]]):
         num_workers: int = 4,
         process_index: int | None = None,
         process_count: int | None = None,
+        order: str = "host",
+        row_offset: int | None = None,
     ):
         if crop % scale:
             raise ValueError(f"crop {crop} must be a multiple of the scale {scale}")
@@ -76,15 +88,39 @@ class PairedFolderIterator(Iterator[dict[str, np.ndarray]]):
             raise ValueError(
                 f"global batch {batch_size} not divisible by {self.process_count} hosts"
             )
+        if order not in ORDERS:
+            raise ValueError(f"data order must be one of {ORDERS}, got {order!r}")
+        self.order, self.batch_size = order, batch_size
         self.local_batch = batch_size // self.process_count
-        self.pairs = match_pairs(lr_dir, hr_dir)[self.process_index :: self.process_count]
-        if not self.pairs:
-            raise ValueError(f"host {self.process_index} has no pairs")
+        pairs = match_pairs(lr_dir, hr_dir)
+        if order == "host":
+            pairs = pairs[self.process_index :: self.process_count]
+            if not pairs:
+                raise ValueError(f"host {self.process_index} has no pairs")
+        self.pairs = pairs
+        if row_offset is None:
+            row_offset = self.process_index * self.local_batch
+        if not 0 <= row_offset <= batch_size - self.local_batch:
+            raise ValueError(
+                f"row_offset {row_offset}: this host's {self.local_batch} rows do not fit in the"
+                f" global batch {batch_size}"
+            )
+        self.row_offset = row_offset
         self.step = 0
         self._executor = cf.ThreadPoolExecutor(max(1, num_workers))
 
     def _rng(self, tag: int, *ids: int) -> np.random.Generator:
+        if self.order == "global":  # no host in the key: the same draw on every topology
+            return np.random.default_rng([self.seed, tag, *ids])
         return np.random.default_rng([self.seed, tag, self.process_index, *ids])
+
+    def _indices(self) -> range:
+        """The sample indices of this host's rows of the next batch (see the module docstring)."""
+        if self.order == "global":
+            g0 = self.step * self.batch_size + self.row_offset
+        else:
+            g0 = self.step * self.local_batch
+        return range(g0, g0 + self.local_batch)
 
     def _sample(self, g: int) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.pairs)
@@ -110,8 +146,7 @@ class PairedFolderIterator(Iterator[dict[str, np.ndarray]]):
         return np.ascontiguousarray(hr), np.ascontiguousarray(lr)
 
     def __next__(self) -> dict[str, np.ndarray]:
-        g0 = self.step * self.local_batch
-        got = list(self._executor.map(self._sample, range(g0, g0 + self.local_batch)))
+        got = list(self._executor.map(self._sample, self._indices()))
         self.step += 1
         gt, lr = np.stack([g for g, _ in got]), np.stack([x for _, x in got])
         if self.output_dtype == "float32":
@@ -127,16 +162,28 @@ class PairedFolderIterator(Iterator[dict[str, np.ndarray]]):
             "version": STATE_VERSION,
             "kind": "paired",
             "seed": self.seed,
+            "order": self.order,
             "step": self.step,
             "process_index": self.process_index,
             "process_count": self.process_count,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Resumes at ``state`` (the batch that followed when it was taken)."""
+        """Resumes at ``state`` (the batch that followed when it was taken).
+
+        A ``"global"``-order state may come from any host of any topology (the order is the
+        same); a ``"host"``-order one must be this host's.
+        """
         if state.get("version") != STATE_VERSION or state.get("kind") != "paired":
             raise ValueError(f"not a paired-folder iterator state: {state}")
-        for k in ("seed", "process_index", "process_count"):
+        order = state.get("order", "host")
+        if order != self.order:
+            raise ValueError(
+                f"iterator state has data order {order!r}, this run {self.order!r}"
+                " (config.data.order)"
+            )
+        keys = ("seed",) if order == "global" else ("seed", "process_index", "process_count")
+        for k in keys:
             if state[k] != getattr(self, k):
                 raise ValueError(
                     f"iterator state has {k}={state[k]}, this iterator {getattr(self, k)}"

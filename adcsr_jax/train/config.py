@@ -54,6 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.prefetch = 2
     c.data.num_workers = 4
     c.data.scale = 4  # paired folders: HR / LR size ratio
+    # paired folders: "host" (each host shuffles its own files) or "global" (the global batch of
+    # step s depends on (seed, s) only: the same on any number of processes)
+    c.data.order = "host"
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 1000

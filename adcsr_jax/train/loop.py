@@ -117,12 +117,32 @@ def load_stage(name: str) -> Callable[[ml_collections.ConfigDict, jax.sharding.M
 
 
 # --------------------------------------------------------------------------- input
-def make_input(config: ml_collections.ConfigDict, workdir: Path) -> Iterator[dict[str, Any]]:
+def local_rows(mesh: jax.sharding.Mesh, global_batch: int) -> tuple[int, int]:
+    """The rows ``[start, stop)`` of a global batch that this process's devices hold."""
+    slices = shd.batch_sharding(mesh, 1).addressable_devices_indices_map((global_batch,))
+    rows = sorted({r for idx in slices.values() for r in range(*idx[0].indices(global_batch))})
+    if rows != list(range(rows[0], rows[0] + len(rows))):
+        raise ValueError(
+            f"this process's devices hold rows {rows} of the global batch, not one block; "
+            "data.order='global' needs each process's devices adjacent on the (data, fsdp) axes"
+        )
+    return rows[0], rows[-1] + 1
+
+
+def make_input(
+    config: ml_collections.ConfigDict, workdir: Path, mesh: jax.sharding.Mesh | None = None
+) -> Iterator[dict[str, Any]]:
     """The resumable host iterator of ``config.data`` (numpy batches, placed by the loop)."""
     from adcsr_jax.data.pipeline import DataIterator, PipelineConfig  # noqa: PLC0415
 
     d = config.data
     spec = str(d.source)
+    order = str(d.get("order", "host"))
+    if order == "global" and not spec.startswith("paired:"):
+        raise ValueError(
+            f"config.data.order='global' is implemented for paired:LR_DIR:HR_DIR sources, not"
+            f" {spec!r}; use data.order='host'"
+        )
     if spec.startswith("paired:"):
         from adcsr_jax.data.paired import PairedFolderIterator  # noqa: PLC0415
 
@@ -139,6 +159,12 @@ def make_input(config: ml_collections.ConfigDict, workdir: Path) -> Iterator[dic
             seed=config.seed,
             output_dtype=d.output_dtype,
             num_workers=d.num_workers,
+            order=order,
+            row_offset=(
+                local_rows(mesh, int(d.batch_size))[0]
+                if mesh is not None and order == "global"
+                else None
+            ),
         )
     if spec == "sample":
         spec = os.fspath(_sample_images(workdir / "sample_images"))
@@ -174,10 +200,22 @@ def _sample_images(dest: Path) -> Path:
 
 
 def restore_data_state(data: Any, states: dict[str, dict[str, Any]], step: int) -> None:
-    """This process's iterator state from a checkpoint; another topology restarts the stream."""
+    """This process's iterator state from a checkpoint; another topology restarts the stream
+    (at the same global step) unless the order is global (``data.order``: then it is unchanged)."""
     mine = states.get(str(jax.process_index()))
     if mine is not None and mine.get("process_count", jax.process_count()) == jax.process_count():
         data.set_state(mine)
+        return
+    first = states[min(states, key=int)]
+    if first.get("order") == "global" and getattr(data, "order", None) == "global":
+        data.set_state(first)
+        log.info(
+            "checkpoint data states are for %d processes, this run has %d: data.order is"
+            " global, so the sample order is unchanged (global step %d)",
+            len(states),
+            jax.process_count(),
+            step,
+        )
         return
     log.warning(
         "checkpoint data states are for %d processes, this run has %d: the sample order changes"
@@ -219,7 +257,62 @@ def guarded_step(stage_step: Callable) -> Callable:
     return guarded_train_step
 
 
-def _flops(compiled: Any) -> float | None:
+# --------------------------------------------------------------------------- shared with `adcsr plan`
+def config_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+    """The mesh of ``config.mesh`` over the first ``num_devices`` devices (-1: all)."""
+    m = config.mesh
+    devices = jax.devices()[: m.num_devices] if m.num_devices > 0 else None
+    return shd.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
+
+
+def check_state(stage: Stage, state: Any, source: str) -> None:
+    """``state`` must be ``{"train", "frozen"}`` (the contract of ``stage.py``)."""
+    if not isinstance(state, dict) or set(state) != {"train", "frozen"}:
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{stage.name}.{source} must return {{'train', 'frozen'}}, got {got}")
+
+
+def abstract_state(stage: Stage, seed: int) -> Any:
+    """The state as ``ShapeDtypeStruct`` s, allocating nothing: ``stage.shapes()``, else
+    ``jax.eval_shape(stage.init, init_rng(seed))`` (which needs an ``init`` that traces)."""
+    if stage.shapes is not None:
+        shapes = stage.shapes()
+        source = "shapes"
+    else:
+        try:
+            shapes = jax.eval_shape(stage.init, init_rng(seed))
+        except jax.errors.TracerArrayConversionError as e:
+            raise ValueError(
+                f"{stage.name}.init converts traced arrays to numpy, so jax.eval_shape cannot"
+                " run it; give the stage a shapes() (adcsr_jax/train/stage.py)"
+            ) from e
+        source = "init"
+    check_state(stage, shapes, source)
+    return jax.tree.map(_host_tree, shapes)
+
+
+def state_shardings(stage: Stage, shapes: Any) -> Any:
+    """``stage.shardings(shapes)``, checked to mirror the state's tree."""
+    shardings = stage.shardings(shapes)
+    if jax.tree.structure(shapes) != jax.tree.structure(shardings):
+        raise ValueError(f"{stage.name}.shardings returned a tree unlike the state's")
+    return shardings
+
+
+def jit_step(stage: Stage, shardings: Any, mesh: jax.sharding.Mesh) -> Any:
+    """The guarded step under ``jax.jit``: ``(state, batch, step, key_data) -> (state, metrics)``
+    with the state's shardings in and out, donated; the batch keeps its own (``place_batch``)."""
+    repl = shd.replicated(mesh)
+    state_sh = {"train": shardings["train"], "frozen": shardings["frozen"]}
+    return jax.jit(
+        guarded_step(stage.step),
+        in_shardings=(state_sh, None, repl, repl),
+        out_shardings=(state_sh, repl),
+        donate_argnums=(0,),
+    )
+
+
+def compiled_flops(compiled: Any) -> float | None:
     try:
         cost = compiled.cost_analysis()
     except Exception:  # some backends have no cost model
@@ -231,7 +324,7 @@ def _flops(compiled: Any) -> float | None:
     return float(cost["flops"])
 
 
-def _compiled_memory(compiled: Any) -> dict[str, float]:
+def compiled_memory(compiled: Any) -> dict[str, float]:
     """XLA's per-device memory estimate of the compiled step (bytes), where the backend has one."""
     try:
         mem = compiled.memory_analysis()
@@ -261,9 +354,10 @@ def _peak_memory() -> tuple[str, float]:
 
 
 def _host_tree(x: Any) -> Any:
-    return jax.ShapeDtypeStruct(
-        np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
-    )
+    if hasattr(x, "shape") and hasattr(x, "dtype"):  # arrays, numpy scalars, ShapeDtypeStructs
+        return jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
+    x = np.asarray(x)
+    return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
 
 # --------------------------------------------------------------------------- metrics on host
@@ -344,7 +438,15 @@ def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
 
 
 class _StopFlag:
-    """SIGTERM sets a flag; the loop saves at the next step boundary and returns."""
+    """SIGTERM sets a flag; the loop saves at the next step boundary and returns.
+
+    Installed for the whole of ``train`` (setup and compilation included). Python runs the
+    handler as soon as the main thread is back in Python (a compile or a wait for the device
+    returns first); the flag is read after every step, so a signal during a long step or the
+    compilation stops the run at the next boundary, never mid-step and never lost.
+    Multi-process runs leave SIGTERM to JAX's preemption notifier instead: every process asks
+    ``reached_preemption_sync_point(step)`` after each step and all stop at the same step.
+    """
 
     def __init__(self):
         self.signal: int | None = None
@@ -382,31 +484,36 @@ def train(
     ``on_step(step, metrics)``: called on every process with each step's host metrics.
     Raises ``NonFiniteError`` after ``config.max_nonfinite_in_a_row`` skipped steps in a row.
     """
-    workdir = Path(workdir)
+    with _StopFlag() as stop:  # from the start: a SIGTERM during setup or compilation counts too
+        return _train(config, Path(workdir), stop, stage, export_only, on_step)
+
+
+def _train(
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    stop: _StopFlag,
+    stage: Stage | None,
+    export_only: bool,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
     if is_main:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
     # ----------------------------------------------------------------------- mesh
-    m = config.mesh
-    devices = jax.devices()[: m.num_devices] if m.num_devices > 0 else None
-    mesh = shd.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
+    mesh = config_mesh(config)
     log.info("mesh %s on %d processes", dict(mesh.shape), jax.process_count())
 
     # ----------------------------------------------------------------------- model
     if stage is None:
         stage = load_stage(config.stage)(config, mesh)
     host_state = stage.init(init_rng(config.seed))
-    if not isinstance(host_state, dict) or set(host_state) != {"train", "frozen"}:
-        got = sorted(host_state) if isinstance(host_state, dict) else type(host_state).__name__
-        raise ValueError(f"{stage.name}.init must return {{'train', 'frozen'}}, got {got}")
+    check_state(stage, host_state, "init")
 
     # ----------------------------------------------------------------------- shard
     shapes = jax.tree.map(_host_tree, host_state)
-    shardings = stage.shardings(shapes)
-    if jax.tree.structure(shapes) != jax.tree.structure(shardings):
-        raise ValueError(f"{stage.name}.shardings returned a tree unlike the state's")
+    shardings = state_shardings(stage, shapes)
     repl = shd.replicated(mesh)
     frozen = shd.place(host_state["frozen"], shardings["frozen"])
 
@@ -446,7 +553,7 @@ def train(
         return TrainResult(start, "export_only", workdir, start, exported)
 
     # ----------------------------------------------------------------------- input
-    data = make_input(config, workdir)
+    data = make_input(config, workdir, mesh)
     if data_states is not None:
         restore_data_state(data, data_states, start)
     batch_keys = tuple(stage.batch_keys)
@@ -461,13 +568,7 @@ def train(
         return shd.place_batch({k: host[k] for k in batch_keys}, mesh)
 
     # ----------------------------------------------------------------------- update
-    state_shardings = {"train": shardings["train"], "frozen": shardings["frozen"]}
-    jitted = jax.jit(
-        guarded_step(stage.step),
-        in_shardings=(state_shardings, None, repl, repl),
-        out_shardings=(state_shardings, repl),
-        donate_argnums=(0,),
-    )
+    jitted = jit_step(stage, shardings, mesh)
 
     # ----------------------------------------------------------------------- metrics, evals
     writer = create_writer(
@@ -549,41 +650,40 @@ def train(
             t_log, steps_in_log = now, 0
 
     try:
-        with _StopFlag() as stop:
-            while step < total:
-                step += 1
-                batch = next_batch()
-                step_arg = jax.device_put(np.int32(step), repl)
-                if compiled is None:
-                    compiled = jitted.lower(state, batch, step_arg, key_data).compile()
-                    flops = _flops(compiled)
-                    plan = _compiled_memory(compiled)
-                    if flops is not None:
-                        plan["compile/flops_per_device"] = flops
-                    log.info("step compiled (per device): %s", plan)
-                    if plan:
-                        write(step, plan)
-                    t_log = time.perf_counter()
-                state, metrics = compiled(state, batch, step_arg, key_data)
-                if pending is not None:
-                    process(*pending)
-                pending = (step, metrics)
-                if stop.signal is not None:
-                    stopped = "sigterm"
-                elif ckpt_lib.reached_preemption(step):
-                    stopped = "preemption"
-                if stopped != "done" or step % ck.every_steps == 0 or step == total:
-                    process(*pending)  # its counts go into the checkpoint, its log line first
-                    pending = None
-                    save(step)
-                if stopped != "done":
-                    log.warning("stopping at step %d (%s); checkpoint written", step, stopped)
-                    break
-                if config.eval.every_steps and step % config.eval.every_steps == 0:
-                    evaluate(step)
+        while step < total:
+            step += 1
+            batch = next_batch()
+            step_arg = jax.device_put(np.int32(step), repl)
+            if compiled is None:
+                compiled = jitted.lower(state, batch, step_arg, key_data).compile()
+                flops = compiled_flops(compiled)
+                plan = compiled_memory(compiled)
+                if flops is not None:
+                    plan["compile/flops_per_device"] = flops
+                log.info("step compiled (per device): %s", plan)
+                if plan:
+                    write(step, plan)
+                t_log = time.perf_counter()
+            state, metrics = compiled(state, batch, step_arg, key_data)
             if pending is not None:
                 process(*pending)
+            pending = (step, metrics)
+            if stop.signal is not None:
+                stopped = "sigterm"
+            elif ckpt_lib.reached_preemption(step):
+                stopped = "preemption"
+            if stopped != "done" or step % ck.every_steps == 0 or step == total:
+                process(*pending)  # its counts go into the checkpoint, its log line first
                 pending = None
+                save(step)
+            if stopped != "done":
+                log.warning("stopping at step %d (%s); checkpoint written", step, stopped)
+                break
+            if config.eval.every_steps and step % config.eval.every_steps == 0:
+                evaluate(step)
+        if pending is not None:
+            process(*pending)
+            pending = None
         checkpoints.wait()
         exported: list[Path] = []
         if stopped == "done":

@@ -27,6 +27,9 @@ pipeline names them: ``"gt"`` (HR crops, NHWC float32 in [0, 1]), ``"lr"`` (the 
 ``config.data.degradation`` is set or the source is ``paired:LR_DIR:HR_DIR``) and ``"gt_usm"``
 (presets with ``usm_gt``). Only ``batch_keys`` are placed on the devices.
 
+Optimizer states live in ``state["train"]`` under keys starting with ``opt`` (``"opt"``,
+``"opt_disc"``); ``adcsr plan`` counts them apart from the trainable parameters.
+
 Shardings: build them with ``adcsr_jax.sharding``: ``logical_to_sharding(logical_specs, shapes,
 mesh, config.sharding.rules)`` for trees with logical names (``adcsr_jax.models.logical_axes``),
 ``fsdp_shardings(shapes, mesh, config.sharding.fsdp_min_size)`` for the rest (optimizer states,
@@ -70,6 +73,10 @@ class Stage:
         replicates the state first in multi-process runs) at the end of training
         (``config.export_at_end``) and by ``adcsr train --export-only``.
       hparams: extra hyperparameters for the writers' hparams (beside the flattened config).
+      shapes: ``() -> state`` of ``jax.ShapeDtypeStruct`` s (the tree ``init`` returns) without
+        allocating arrays or reading files: what ``adcsr plan`` compiles the step for. ``None``:
+        ``jax.eval_shape(init, rng)``, which works when ``init`` only traces (no numpy
+        conversions, no file reads worth avoiding).
     """
 
     name: str
@@ -80,3 +87,4 @@ class Stage:
     evaluate: Callable[[State, int, Path], tuple[dict[str, float], dict[str, Any]]] | None = None
     export: Callable[[State, Path], list[Path]] | None = None
     hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    shapes: Callable[[], State] | None = None

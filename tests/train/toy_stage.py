@@ -57,6 +57,25 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Stage:
         frozen = {"sigma": np.float32(sigma), "pattern": pattern}
         return {"train": {"params": params, "opt": opt.init(params)}, "frozen": frozen}
 
+    def shapes() -> dict[str, Any]:
+        """``init``'s tree as shapes (``adcsr plan``), allocating nothing."""
+        f32 = jnp.float32
+        params = {
+            "w1": jax.ShapeDtypeStruct((3, width), f32),
+            "b1": jax.ShapeDtypeStruct((width,), f32),
+            "w2": jax.ShapeDtypeStruct((width, 3), f32),
+            "b2": jax.ShapeDtypeStruct((3,), f32),
+        }
+        crop = int(config.data.crop)
+        frozen = {
+            "sigma": jax.ShapeDtypeStruct((), f32),
+            "pattern": jax.ShapeDtypeStruct((crop, crop, 3), f32),
+        }
+        return {
+            "train": {"params": params, "opt": jax.eval_shape(opt.init, params)},
+            "frozen": frozen,
+        }
+
     def shardings(shapes: Any) -> Any:
         return shd.fsdp_shardings(shapes, mesh, min_size=config.sharding.fsdp_min_size)
 
@@ -109,4 +128,5 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Stage:
         evaluate=evaluate,
         export=export,
         hparams={"toy.width": width},
+        shapes=shapes,
     )

@@ -1,0 +1,75 @@
+"""Memory plan of a training step: adcsr plan --config FILE[:VARIANT] [--config.x=y ...].
+
+Compiles the configured stage's jitted step ahead of time for the configured mesh on simulated
+CPU devices (no accelerator, no weights, no data) and prints per device: parameter, optimizer-state
+and frozen bytes, XLA's argument / output / temporary bytes, FLOPs per step, the bytes moved by
+collectives per step, and every network's parameter count. Example:
+
+  adcsr plan --config configs/stage2.py --config.mesh.fsdp=8 --devices 8 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXTRA_PREFIX = "--config."
+_FLAG = "--xla_force_host_platform_device_count"
+_MARK = "ADCSR_PLAN_DEVICES"  # set in the re-executed process
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", required=True, help="config file, optionally :VARIANT (configs/stage2.py:tiny)"
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        help="simulated devices (default: config.mesh.num_devices, else the mesh's product, else 8)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    parser.set_defaults(_extra_prefix=EXTRA_PREFIX)
+
+
+def default_devices(config) -> int:
+    m = config.mesh
+    if m.num_devices > 0:
+        return int(m.num_devices)
+    sizes = [int(m.data), int(m.fsdp), int(m.tensor)]
+    return int(sizes[0] * sizes[1] * sizes[2]) if -1 not in sizes else 8
+
+
+def _simulate(devices: int, argv: list[str]) -> None:
+    """Re-executes this command with ``devices`` simulated CPU devices unless already set up."""
+    if os.environ.get(_MARK) == str(devices):
+        return
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_FLAG)]
+    env = dict(os.environ)
+    env.update(
+        XLA_FLAGS=" ".join([*flags, f"{_FLAG}={devices}"]),
+        JAX_PLATFORMS="cpu",
+        **{_MARK: str(devices)},
+    )
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "adcsr_jax", *argv], env)
+
+
+def run(args: argparse.Namespace) -> int:
+    from adcsr_jax.train.config import load_config  # noqa: PLC0415 - keeps `adcsr --help` light
+
+    extra = list(getattr(args, "extra", []))
+    config = load_config(args.config, extra)
+    devices = args.devices or default_devices(config)
+    argv = ["plan", "--config", args.config, "--devices", str(devices), *extra]
+    _simulate(devices, argv + (["--json"] if args.json else []))
+
+    import logging  # noqa: PLC0415
+
+    from adcsr_jax.train import plan  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    result = plan.plan(config)
+    print(json.dumps(result, indent=2) if args.json else plan.format_plan(result))
+    return 0
