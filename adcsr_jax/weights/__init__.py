@@ -34,6 +34,7 @@ from adcsr_jax.weights.networks import (
     vae_params_from_torch,
     vae_template,
 )
+from adcsr_jax.weights.tagger import load_tagger
 from adcsr_jax.weights.text_encoder import load_text_encoder
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "decoder_params_from_torch",
     "decoder_template",
     "load_converted",
+    "load_tagger",
     "load_text_encoder",
     "load_unet",
     "load_vae",
