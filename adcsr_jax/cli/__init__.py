@@ -26,6 +26,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "data": {"prepare": "adcsr_jax.data.cli"},
     "export": "adcsr_jax.export.cli",
     "profile": "adcsr_jax.export.profile_cli",
+    "tags": "adcsr_jax.cli.tags",
 }
 
 

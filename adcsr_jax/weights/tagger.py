@@ -131,6 +131,59 @@ def merge_lora(
     return out
 
 
+def config_from_state(state: Mapping[str, np.ndarray]) -> TaggerConfig:
+    """Sizes read off a RAM state dict; head count (4) and eps are RAM's config values, and the
+    input side comes from stage 0's ``attn_mask`` buffer when present (else 384)."""
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise CheckpointMismatchError("RAM checkpoint", "RAM tagger", missing=[key])
+        return tuple(np.shape(state[key]))
+
+    ve = "visual_encoder.layers"
+    depths, heads = [], []
+    while f"{ve}.{len(depths)}.blocks.0.norm1.weight" in state:
+        i = len(depths)
+        depths.append(
+            sum(
+                1
+                for k in state
+                if k.startswith(f"{ve}.{i}.blocks.") and k.endswith(".norm1.weight")
+            )
+        )
+        heads.append(shape(f"{ve}.{i}.blocks.0.attn.relative_position_bias_table")[1])
+    if not depths:
+        raise CheckpointMismatchError(
+            "RAM checkpoint", "RAM tagger", missing=[f"{ve}.0.blocks.0.norm1.weight"]
+        )
+    embed_dim = shape("visual_encoder.patch_embed.proj.weight")[0]
+    patch = shape("visual_encoder.patch_embed.proj.weight")[2]
+    window = (
+        int(round(shape(f"{ve}.0.blocks.0.attn.relative_position_bias_table")[0] ** 0.5)) + 1
+    ) // 2
+    image_size = TaggerConfig.image_size
+    mask = f"{ve}.0.blocks.1.attn_mask"
+    if mask in state and len(depths) > 0:
+        image_size = int(round(np.shape(state[mask])[0] ** 0.5)) * window * patch
+    layers = 0
+    while f"tagging_head.encoder.layer.{layers}.output.dense.weight" in state:
+        layers += 1
+    return TaggerConfig(
+        image_size=image_size,
+        patch_size=patch,
+        embed_dim=embed_dim,
+        depths=tuple(depths),
+        num_heads=tuple(heads),
+        window_size=window,
+        mlp_ratio=shape(f"{ve}.0.blocks.0.mlp.fc1.weight")[0] / embed_dim,
+        embed_width=shape("image_proj.weight")[0],
+        head_hidden=shape("wordvec_proj.weight")[0],
+        head_layers=layers or TaggerConfig.head_layers,
+        head_intermediate=shape("tagging_head.encoder.layer.0.intermediate.dense.weight")[0],
+        num_classes=shape("label_embed")[0],
+    )
+
+
 def tagger_template(config: TaggerConfig) -> Any:
     s = config.image_size
     return abstract_params(RAMTagger(config), jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
@@ -165,7 +218,8 @@ def load_tagger(
 ) -> Tagger:
     """DAPE (``dape_path`` given) or plain RAM as a :class:`Tagger`.
 
-    ``config`` defaults to Swin-L 384 with the checkpoint's class count. ``tag_list`` /
+    ``config`` defaults to the sizes in the checkpoint (:func:`config_from_state`; Swin-L 384
+    for RAM's release). ``tag_list`` /
     ``thresholds``: RAM's ``ram_tag_list.txt`` / ``ram_tag_list_threshold.txt`` (default: the
     vendored copies). ``delete_tag_index``: RAM's ``delete_tag_index`` ([] in OSEDiff and AdcSR).
     ``antialias``: the bilinear resize to 384 as torchvision >= 0.17 does it (AdcSR's
@@ -174,13 +228,12 @@ def load_tagger(
     """
     ram = read_ram_state_dict(ram_path, allow_unsafe_pickle=allow_unsafe_pickle)
     if config is None:
-        label = ram.get("label_embed")
-        n = (
-            int(label.shape[0])
-            if label is not None and label.ndim == 2
-            else TaggerConfig.num_classes
-        )
-        config = TaggerConfig(num_classes=n)
+        try:
+            config = config_from_state(ram)
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError(
+                str(ram_path), "RAM tagger", e.missing, hint="not a RAM checkpoint?"
+            ) from None
     config = TaggerConfig(**{**config.to_dict(), "dtype": jnp.dtype(dtype).name})
     template = tagger_template(config)
     state: dict[str, np.ndarray] = {}

@@ -466,3 +466,75 @@ def test_vendored_tag_files() -> None:
     assert len(tags) == 4585 == thr.shape[0]
     assert tags[:2] == ("3D CG rendering", "3D glasses")
     assert thr.min() >= 0.45 and thr.max() <= 1.0
+
+
+def test_config_read_from_checkpoint_and_cli(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from adcsr_jax.cli import main
+    from adcsr_jax.weights.tagger import config_from_state, read_ram_state_dict
+
+    model = _reference()
+    ram_path, dape_path = _write_checkpoints(model, tmp_path)
+    assert config_from_state(read_ram_state_dict(ram_path)) == TINY
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(5)
+    arrays = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(photos / f"im{i}.png")
+    (photos / "broken.png").write_bytes(b"not a png")
+    want = _torch_logits(model, np.stack(arrays).astype(np.float32) / 255, True)
+    tags_file, thr_file = _tag_files(tmp_path, np.median(1 / (1 + np.exp(-want)), axis=0))
+    argv = ["tags", "--ram", str(ram_path), "--dape", str(dape_path), "--input", str(photos)]
+    argv += ["--tag-list", str(tags_file), "--thresholds", str(thr_file), "--prompt", ""]
+    assert main(argv) == 1  # the broken file is reported and skipped
+    out = capsys.readouterr()
+    thr = np.loadtxt(thr_file, dtype=np.float32)
+    hits = 1 / (1 + np.exp(-want)) > thr
+    lines = [
+        f"im{i}.png\t" + ", ".join(f"tag {j}" for j in np.flatnonzero(h)) + ", ,"
+        for i, h in enumerate(hits)
+    ]
+    assert out.out.splitlines() == lines
+    assert "broken.png" in out.err
+    assert main(["tags", "--ram", str(tmp_path / "no.pth"), "--input", str(photos)]) == 2
+    assert "no.pth" in capsys.readouterr().err
+
+
+def test_prompt_embeddings_match_torch(tmp_path: Path) -> None:
+    """Tags of the images -> SD tokens -> CLIP text encoder, against torch end to end."""
+    transformers = pytest.importorskip("transformers")
+    from adcsr_jax.models.tagger import prompt_embeddings
+    from adcsr_jax.models.text import tokenize
+    from adcsr_jax.weights import load_text_encoder, write_safetensors
+
+    model = _reference()
+    ram_path, dape_path = _write_checkpoints(model, tmp_path)
+    images = np.random.default_rng(7).random((2, 32, 32, 3), np.float32)  # a 128 LR, scaled
+    logits = _torch_logits(model, images, True)
+    tags_file, thr_file = _tag_files(tmp_path, np.median(1 / (1 + np.exp(-logits)), axis=0))
+    tagger = load_tagger(ram_path, dape_path, tag_list=tags_file, thresholds=thr_file)
+    torch.manual_seed(0)
+    cfg = transformers.CLIPTextConfig(
+        vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, hidden_act="gelu",
+    )  # fmt: skip
+    text = transformers.CLIPTextModel(cfg).eval()
+    folder = tmp_path / "text_encoder"
+    folder.mkdir()
+    (folder / "config.json").write_text(cfg.to_json_string())
+    write_safetensors(
+        folder / "model.safetensors", {k: v.numpy() for k, v in text.state_dict().items()}
+    )
+    encoder = load_text_encoder(folder)
+    thr = np.loadtxt(thr_file, dtype=np.float32)
+    tags = [
+        ", ".join(f"tag {j}" for j in np.flatnonzero(h)) for h in 1 / (1 + np.exp(-logits)) > thr
+    ]
+    for user_prompt, texts in [(None, tags), ("", [f"{t}, ," for t in tags])]:
+        got = np.asarray(prompt_embeddings(tagger, encoder, images, user_prompt=user_prompt))
+        with torch.no_grad():
+            want = text(torch.from_numpy(tokenize(texts).astype(np.int64)))[0].numpy()
+        assert got.shape == (2, 77, 32)
+        assert np.abs(got - want).max() < 1e-4
