@@ -50,9 +50,11 @@ class LoraLinear(nn.Linear):
         super().__init__(i, o)
         self.lora_A = nn.Parameter(torch.randn(r, i) * 0.3)
         self.lora_B = nn.Parameter(torch.randn(o, r) * 0.3)
-        self.r = r
+        self.r, self.merged = r, False
 
     def forward(self, x):
+        if self.merged:  # loralib after eval(): the delta folded into the weight
+            return super().forward(x)
         return super().forward(x) + (x @ self.lora_A.T @ self.lora_B.T) / self.r
 
 
@@ -63,16 +65,21 @@ class MergedLinear(nn.Linear):
         super().__init__(dim, 3 * dim)
         self.lora_A = nn.Parameter(torch.randn(2 * r, dim) * 0.3)
         self.lora_B = nn.Parameter(torch.randn(2 * dim, r) * 0.3)
-        self.r = r
+        self.r, self.merged = r, False
         ind = torch.zeros(3 * dim, dtype=torch.bool).view(3, -1)
         ind[[True, False, True], :] = True
         self.lora_ind = ind.view(-1)
 
+    def delta(self):
+        d = F.conv1d(self.lora_A.unsqueeze(0), self.lora_B.unsqueeze(-1), groups=2).squeeze(0)
+        full = d.new_zeros((3 * self.in_features, self.in_features))
+        full[self.lora_ind] = d
+        return full / self.r
+
     def forward(self, x):
-        delta = F.conv1d(self.lora_A.unsqueeze(0), self.lora_B.unsqueeze(-1), groups=2).squeeze(0)
-        full = delta.new_zeros((3 * self.in_features, self.in_features))
-        full[self.lora_ind] = delta
-        return super().forward(x) + x @ full.T / self.r
+        if self.merged:
+            return super().forward(x)
+        return super().forward(x) + x @ self.delta().T
 
 
 def window_partition(x, ws):
@@ -357,9 +364,11 @@ def _tag_files(folder: Path, thresholds: np.ndarray) -> tuple[Path, Path]:
     return tags, thr
 
 
-def _torch_logits(model: TorchRAM, images: np.ndarray, antialias: bool) -> np.ndarray:
+def _torch_logits(
+    model: TorchRAM, images: np.ndarray, antialias: bool, size: int = TINY.image_size
+) -> np.ndarray:
     x = torch.from_numpy(images).permute(0, 3, 1, 2)
-    s = TINY.image_size
+    s = size
     x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=antialias)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
