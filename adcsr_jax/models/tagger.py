@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -583,3 +584,136 @@ def prompt_embeddings(
         texts = [osediff_prompt(t, user_prompt) for t in texts]
     module, params = text_encoder
     return encode_text(module, params, texts, tokenizer)
+
+
+# --- tags -> token ids on the device -----------------------------------------------------------
+
+SEPARATOR = ", "
+
+
+@dataclasses.dataclass(frozen=True)
+class TagTokens:
+    """Token ids of every tag, so a prompt ``', '.join(tags) + suffix`` tokenizes on the device.
+
+    Valid because CLIP's pre-tokenisation splits at the ``,`` and spaces between tags: the ids of
+    the joined text are each tag's ids separated by the id of ``,``. :meth:`build` checks this
+    for every tag (RAM's tags all start and end with a letter or digit) and for the suffix.
+    """
+
+    table: np.ndarray  # (num_classes, max_len + 1) int32: the tag's ids, then ',' , then pads
+    lengths: np.ndarray  # (num_classes,) int32 ids per tag
+    suffix: tuple[int, ...]  # ids after the tags (OSEDiff: those of ", {user_prompt},")
+    sot: int
+    eot: int
+    pad: int
+    context_length: int = 77
+
+    @classmethod
+    def build(
+        cls, tag_list: Sequence[str], tokenizer: Tokenizer, user_prompt: str | None = None
+    ) -> TagTokens:
+        """``user_prompt=None``: the tags alone (AdcSR ``train.py``); else OSEDiff's prompt."""
+        sep = tokenizer.encode(SEPARATOR)
+        if len(sep) != 1:
+            raise ValueError(f"{SEPARATOR!r} is {len(sep)} tokens, expected 1")
+        ids = [tokenizer.encode(t) for t in tag_list]
+        bad = [
+            t
+            for t, i in zip(tag_list, ids, strict=True)
+            if tokenizer.encode(f"a{SEPARATOR}{t}{SEPARATOR}a")
+            != [*tokenizer.encode("a"), *sep, *i, *sep, *tokenizer.encode("a")]
+        ]
+        if bad:
+            raise ValueError(f"tags whose ids change when joined with {SEPARATOR!r}: {bad[:5]}")
+        suffix: list[int] = []
+        if user_prompt is not None:
+            suffix = tokenizer.encode(osediff_prompt("", user_prompt))
+            if tokenizer.encode(osediff_prompt("a", user_prompt)) != [
+                *tokenizer.encode("a"),
+                *suffix,
+            ]:
+                raise ValueError(
+                    f"user prompt {user_prompt!r} does not tokenize apart from the tags"
+                )
+        width = max(len(i) for i in ids) + 1
+        table = np.full((len(ids), width), tokenizer.pad_id, np.int32)
+        for c, i in enumerate(ids):
+            table[c, : len(i)] = i
+            table[c, len(i)] = sep[0]
+        return cls(
+            table,
+            np.asarray([len(i) for i in ids], np.int32),
+            tuple(suffix),
+            tokenizer.sot,
+            tokenizer.eot,
+            tokenizer.pad_id,
+            tokenizer.context_length,
+        )
+
+    def ids(self, hits: jax.Array) -> jax.Array:
+        """``(B, num_classes)`` bool detections -> ``(B, 77)`` int32 ids (jittable): what
+        ``tokenize([', '.join(tags) + suffix])`` gives, truncated with the end token kept."""
+        n = self.context_length
+        b, c = hits.shape
+        width = self.table.shape[1]
+        seg = jnp.where(hits, jnp.asarray(self.lengths) + 1, 0)  # a tag and its ','
+        start = jnp.cumsum(seg, axis=1) - seg
+        total = seg.sum(1)
+        total = total - (total > 0)  # no ',' after the last tag
+        j = jnp.arange(width)
+        valid = hits[:, :, None] & (j[None, None, :] <= jnp.asarray(self.lengths)[None, :, None])
+        pos = 1 + start[:, :, None] + j[None, None, :]
+        pos = jnp.where(valid & (pos < n - 1), pos, n)  # out of range -> dropped
+        rows = jnp.arange(b)[:, None, None]
+        out = jnp.full((b, n), self.pad, jnp.int32).at[:, 0].set(self.sot)
+        out = out.at[rows, pos].set(
+            jnp.broadcast_to(jnp.asarray(self.table), pos.shape), mode="drop"
+        )
+        if self.suffix:
+            k = jnp.arange(len(self.suffix))
+            spos = 1 + total[:, None] + k[None, :]
+            spos = jnp.where(spos < n - 1, spos, n)
+            vals = jnp.broadcast_to(jnp.asarray(self.suffix, jnp.int32), spos.shape)
+            out = out.at[jnp.arange(b)[:, None], spos].set(vals, mode="drop")
+        end = jnp.minimum(1 + total + len(self.suffix), n - 1)[:, None]
+        col = jnp.arange(n)[None, :]
+        return jnp.where(col == end, self.eot, jnp.where(col > end, self.pad, out))
+
+
+def detections(
+    module: RAMTagger,
+    params: Any,
+    thresholds: jax.Array,
+    images: jax.Array,
+    *,
+    antialias: bool = True,
+    delete_tag_index: Sequence[int] = (),
+) -> jax.Array:
+    """``(B, num_classes)`` bool ``sigmoid(logit) > threshold`` on the device (jittable)."""
+    x = preprocess(images, module.config.image_size, antialias)
+    hits = jax.nn.sigmoid(module.apply({"params": params}, x)) > thresholds
+    if delete_tag_index:
+        hits = hits.at[:, jnp.asarray(list(delete_tag_index))].set(False)
+    return hits
+
+
+def prompt_embeddings_on_device(
+    tagger: Tagger,
+    tag_tokens: TagTokens,
+    text_encoder: tuple[CLIPTextTransformer, Any],
+    lr_images: jax.Array,
+) -> jax.Array:
+    """:func:`prompt_embeddings` with no host round trip: call it inside a jitted step (the
+    tagger's and text encoder's params are closed over or passed as ``tagger.params`` /
+    ``text_encoder[1]``). Same result as :func:`prompt_embeddings` with the ``user_prompt``
+    ``tag_tokens`` was built with."""
+    hits = detections(
+        tagger.module,
+        tagger.params,
+        jnp.asarray(tagger.thresholds),
+        lr_images,
+        antialias=tagger.antialias,
+        delete_tag_index=tagger.delete_tag_index,
+    )
+    module, params = text_encoder
+    return module.apply({"params": params}, tag_tokens.ids(hits))

@@ -514,8 +514,10 @@ def test_config_read_from_checkpoint_and_cli(tmp_path: Path, capsys) -> None:
 def test_prompt_embeddings_match_torch(tmp_path: Path) -> None:
     """Tags of the images -> SD tokens -> CLIP text encoder, against torch end to end."""
     transformers = pytest.importorskip("transformers")
-    from adcsr_jax.models.tagger import prompt_embeddings
-    from adcsr_jax.models.text import tokenize
+    import jax
+
+    from adcsr_jax.models.tagger import TagTokens, prompt_embeddings, prompt_embeddings_on_device
+    from adcsr_jax.models.text import get_tokenizer, tokenize
     from adcsr_jax.weights import load_text_encoder, write_safetensors
 
     model = _reference()
@@ -543,7 +545,37 @@ def test_prompt_embeddings_match_torch(tmp_path: Path) -> None:
     ]
     for user_prompt, texts in [(None, tags), ("", [f"{t}, ," for t in tags])]:
         got = np.asarray(prompt_embeddings(tagger, encoder, images, user_prompt=user_prompt))
+        if user_prompt is not None:  # one compile of the whole on-device path is enough here
+            tag_tokens = TagTokens.build(tagger.tag_list, get_tokenizer(), user_prompt)
+            step = jax.jit(
+                lambda x, tt=tag_tokens: prompt_embeddings_on_device(tagger, tt, encoder, x)
+            )
+            np.testing.assert_allclose(np.asarray(step(images)), got, atol=1e-5)
         with torch.no_grad():
             want = text(torch.from_numpy(tokenize(texts).astype(np.int64)))[0].numpy()
         assert got.shape == (2, 77, 32)
         assert np.abs(got - want).max() < 1e-4
+
+
+@pytest.mark.parametrize("user_prompt", [None, "", "clean, high-resolution"])
+def test_tag_tokens_on_device_equal_host_tokenizer(user_prompt) -> None:
+    """RAM's 4585 tags: ids built on the device == tokenize(', '.join(tags) [+ suffix])."""
+    import jax
+
+    from adcsr_jax.models.tagger import TagTokens, osediff_prompt, read_tag_files
+    from adcsr_jax.models.text import get_tokenizer, tokenize
+
+    tags, _ = read_tag_files()
+    tt = TagTokens.build(tags, get_tokenizer(), user_prompt)
+    rng = np.random.default_rng(0)
+    hits = np.zeros((6, len(tags)), bool)
+    hits[1, [0, 17, 4584]] = True
+    hits[2, rng.choice(len(tags), 8, replace=False)] = True
+    hits[3, rng.choice(len(tags), 40, replace=False)] = True  # > 75 tokens: truncated
+    hits[4] = True
+    hits[5, [len(tags) - 1]] = True
+    got = np.asarray(jax.jit(tt.ids)(hits))
+    texts = [", ".join(tags[i] for i in np.flatnonzero(h)) for h in hits]
+    if user_prompt is not None:
+        texts = [osediff_prompt(t, user_prompt) for t in texts]
+    np.testing.assert_array_equal(got, tokenize(texts))
