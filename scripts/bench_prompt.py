@@ -41,6 +41,7 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--lr", type=int, default=128, help="LR side fed to the tagger")
+    parser.add_argument("--smoke", action="store_true", help="small networks: check the script")
     args = parser.parse_args()
 
     import jax
@@ -60,8 +61,12 @@ def main() -> int:
 
     torch.manual_seed(0)
     cfg = TaggerConfig()
+    te_sizes = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23)
+    if args.smoke:
+        cfg = TaggerConfig(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
+        te_sizes = dict(hidden_size=64, intermediate_size=64, num_hidden_layers=1)
     ram = TorchRAM(cfg).eval()
-    state = {k: v.detach().numpy() for k, v in ram.state_dict().items()}
+    state = {k: v.detach().numpy().copy() for k, v in ram.state_dict().items()}  # before merging
     with torch.no_grad():  # loralib merges on eval(): time the merged torch module
         for m in ram.modules():
             if isinstance(m, MergedLinear):
@@ -76,16 +81,17 @@ def main() -> int:
     tagger = Tagger(RAMTagger(cfg), params, tags, thr)
 
     te_cfg = transformers.CLIPTextConfig(
-        vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-        num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
+        vocab_size=49408, num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu",
+        projection_dim=512, **te_sizes,
     )  # fmt: skip
     text = transformers.CLIPTextModel(te_cfg).eval()
+    te_config = TextConfig(**te_sizes)
     te_params = to_device(
         text_encoder_params_from_torch(
-            {k: v.numpy() for k, v in text.state_dict().items()}, TextConfig(), source="bench"
+            {k: v.numpy() for k, v in text.state_dict().items()}, te_config, source="bench"
         )
     )
-    te = CLIPTextTransformer(TextConfig())
+    te = CLIPTextTransformer(te_config)
     te_apply = jax.jit(lambda p, ids: te.apply({"params": p}, ids))
 
     image = np.random.default_rng(0).random((1, args.lr, args.lr, 3), np.float32)
