@@ -30,6 +30,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "profile": "adcsr_jax.export.profile_cli",
     "train": "adcsr_jax.cli.train",
     "plan": "adcsr_jax.cli.plan",
+    "tags": "adcsr_jax.cli.tags",
 }
 
 

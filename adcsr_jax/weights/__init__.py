@@ -3,7 +3,8 @@
 The only package allowed to import torch (inside functions). Entry points: :func:`load_unet`,
 :func:`load_vae`, :func:`read_state_dict`, :func:`unet_params_from_torch`,
 :func:`vae_params_from_torch`, :func:`decoder_params_from_torch`, :func:`save_converted`,
-:func:`load_converted`.
+:func:`load_converted`, :func:`load_text_encoder` (SD 2.1's CLIP text encoder),
+:func:`load_tagger` (RAM / DAPE).
 """
 
 from adcsr_jax.weights.errors import CheckpointMismatchError, CheckpointReadError
@@ -33,6 +34,8 @@ from adcsr_jax.weights.networks import (
     vae_params_from_torch,
     vae_template,
 )
+from adcsr_jax.weights.tagger import load_tagger
+from adcsr_jax.weights.text_encoder import load_text_encoder
 
 __all__ = [
     "CheckpointMismatchError",
@@ -41,6 +44,8 @@ __all__ = [
     "decoder_params_from_torch",
     "decoder_template",
     "load_converted",
+    "load_tagger",
+    "load_text_encoder",
     "load_unet",
     "load_vae",
     "params_from_torch",
