@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from adcsr_jax.data import poisson as _poisson
+from adcsr_jax.data import rng as _rng
 
 _HP = jax.lax.Precision.HIGHEST
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale
@@ -128,15 +129,14 @@ def gaussian_noise(
     ``sigma`` (B,) is in 0..255 units, ``gray`` (B,) 0/1 picks one channel broadcast to RGB.
     BasicSR draws its gray field as ``randn(h, w)``, one field for the whole batch scaled per
     sample; ``shared_gray_field=True`` keeps that, ``False`` draws one field per sample.
+    Normals come from ``rng.normal`` (fused Threefry bits: ``jax.random``'s are slow on CPU).
     """
     b, h, w, c = x.shape
-    # rbg bits: far cheaper to compile than threefry's normal sampler, same distribution.
-    bits = jax.random.bits(key, (4,), jnp.uint32)
-    k_col, k_gray = jax.random.split(jax.random.wrap_key_data(bits, impl="rbg"))
+    k_col, k_gray = jax.random.split(key)
     s = sigma.astype(jnp.float32).reshape(b, 1, 1, 1) / 255.0
-    color = jax.random.normal(k_col, x.shape, jnp.float32) * s
+    color = _rng.normal(k_col, x.shape) * s
     gray_shape = (1, h, w, 1) if shared_gray_field else (b, h, w, 1)
-    gray_noise = jax.random.normal(k_gray, gray_shape, jnp.float32) * s
+    gray_noise = _rng.normal(k_gray, gray_shape) * s
     g = gray.astype(jnp.float32).reshape(b, 1, 1, 1)
     return color * (1 - g) + gray_noise * g
 

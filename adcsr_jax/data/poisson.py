@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from adcsr_jax.data import rng as _rng
+
 SLOT_BITS = 9
 SLOTS = 1 << SLOT_BITS  # support 0..511
 THR_BITS = 32 - SLOT_BITS
@@ -93,19 +95,15 @@ def packed_table() -> np.ndarray:
     return ((thr << SLOT_BITS) | alias).astype(np.uint32).reshape(-1)
 
 
-def sample_counts(
-    key: jax.Array, level: jax.Array, exponent: jax.Array, impl: str = "rbg"
-) -> jax.Array:
+def sample_counts(key: jax.Array, level: jax.Array, exponent: jax.Array) -> jax.Array:
     """Poisson counts with rate ``float32(level / 255) * 2 ** exponent``, as float32.
 
     ``level`` is an int array of 8-bit levels (any shape ``(B, ...)``), ``exponent`` ``(B,)``
-    ints in 0..8 (``log2(vals)`` per sample). ``key`` is any JAX key; its bits seed an ``impl``
-    key (the cheap ``rbg`` generator by default).
+    ints in 0..8 (``log2(vals)`` per sample). ``key`` is any JAX key (``rng.bits`` draws the
+    words).
     """
     b = level.shape[0]
-    bits = jax.random.bits(key, (4,), jnp.uint32)
-    sub = jax.random.wrap_key_data(bits, impl=impl)
-    r = jax.random.bits(sub, level.shape, jnp.uint32)
+    r = _rng.bits(key, level.shape)
     slot = (r >> THR_BITS).astype(jnp.int32)
     u = r & jnp.uint32((1 << THR_BITS) - 1)
     row = exponent.astype(jnp.int32).reshape((b,) + (1,) * (level.ndim - 1)) * LEVELS + level
