@@ -23,8 +23,9 @@ Bounded compilation (size buckets)
 The first random resize gives ``floor(H * s)`` with ``s`` in e.g. [0.3, 1.5] (154..768 px for a 512
 GT), the second ``int(H / 4 * s2)``; a program per size would compile hundreds of times. Instead:
 
-* Resizes are matmuls with host-built interpolation matrices (``resize.resize_matrix``), zero-padded
-  to a fixed **bucket** size. The size after the first resize is rounded up to the next bucket of
+* Resizes use host-built interpolation matrices (``resize.resize_matrix``), zero-padded to a fixed
+  **bucket** size, applied as banded taps (``taps``: a few gathers per output row, not a dense
+  matmul); the tap counts are static per config (``tap_counts``). The size after the first resize is rounded up to the next bucket of
   ``stage1_buckets(H)``: multiples of 16 at 5/16, 1/2, 5/8, 3/4, 7/8, 1, 5/4, 3/2 of H (8 buckets,
   160..768 for H = 512; at most (bucket / size)^2 ~ 1.5x padding work except below 5/16 H).
   The second stage always uses one bucket: ``ceil16(int(H / 4 * max s2))`` (160 for H = 512).
@@ -39,6 +40,12 @@ GT), the second ``int(H / 4 * s2)``; a program per size would compile hundreds o
   whatever the number of batches (``Degrader.compiled_shapes`` counts them; a test checks it).
 
 Outputs are identical to the unpadded computation up to float summation order.
+
+Speed (CPU): blurs are FFT correlations (``ops.filter2d_fft``, within ~2e-6 of the direct sum);
+filters that are pulses for every sample are skipped (``lax.cond``; per sample ``where``, so a
+pulse stays an exact identity); Poisson counts are alias-table lookups (``poisson``) and noise
+bits come from a fused Threefry (``rng``); ``scripts/bench_data.py`` times it against AdcSR's
+torch degrader.
 """
 
 from __future__ import annotations
