@@ -134,10 +134,20 @@ def gaussian_noise(
     b, h, w, c = x.shape
     k_col, k_gray = jax.random.split(key)
     s = sigma.astype(jnp.float32).reshape(b, 1, 1, 1) / 255.0
-    color = _rng.normal(k_col, x.shape) * s
     gray_shape = (1, h, w, 1) if shared_gray_field else (b, h, w, 1)
-    gray_noise = _rng.normal(k_gray, gray_shape) * s
-    g = gray.astype(jnp.float32).reshape(b, 1, 1, 1)
+    # Each field only when a sample uses it (BasicSR's ``cal_gray_noise``); the ``cond`` also
+    # keeps each draw in its own loop: fused with the mix below, XLA's CPU loop is ~10x slower.
+    g = gray.astype(jnp.float32).reshape(b)
+    color = jax.lax.cond(
+        jnp.any(g < 1), lambda: _rng.normal(k_col, x.shape), lambda: jnp.zeros(x.shape, jnp.float32)
+    )
+    gray_noise = jax.lax.cond(
+        jnp.any(g > 0),
+        lambda: _rng.normal(k_gray, gray_shape),
+        lambda: jnp.zeros(gray_shape, jnp.float32),
+    )
+    color, gray_noise = color * s, gray_noise * s
+    g = g.reshape(b, 1, 1, 1)
     return color * (1 - g) + gray_noise * g
 
 
