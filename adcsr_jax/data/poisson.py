@@ -25,7 +25,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from adcsr_jax.data import rng as _rng
 
@@ -86,7 +86,9 @@ def alias_tables(pmf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def packed_table() -> np.ndarray:
     """``(9 * 256 * 512,)`` uint32 words ``thr << 9 | alias`` for every rate (row ``e * 256 + m``)."""
     lam = rates().astype(np.float64).reshape(-1)
-    pmf = stats.poisson.pmf(np.arange(SLOTS)[None, :], lam[:, None])
+    k = np.arange(SLOTS, dtype=np.float64)[None, :]
+    # exp(k log lam - lam - log k!), with 0 log 0 = 0 (lam = 0: all mass at 0)
+    pmf = np.exp(special.xlogy(k, lam[:, None]) - lam[:, None] - special.gammaln(k + 1))
     prob, alias = alias_tables(pmf)
     thr = np.round(prob * (1 << THR_BITS)).astype(np.int64)
     full = thr >= (1 << THR_BITS)  # always accept: alias to itself, any threshold works
