@@ -23,8 +23,9 @@ Bounded compilation (size buckets)
 The first random resize gives ``floor(H * s)`` with ``s`` in e.g. [0.3, 1.5] (154..768 px for a 512
 GT), the second ``int(H / 4 * s2)``; a program per size would compile hundreds of times. Instead:
 
-* Resizes are matmuls with host-built interpolation matrices (``resize.resize_matrix``), zero-padded
-  to a fixed **bucket** size. The size after the first resize is rounded up to the next bucket of
+* Resizes use host-built interpolation matrices (``resize.resize_matrix``), zero-padded to a fixed
+  **bucket** size, applied as banded taps (``taps``: a few gathers per output row, not a dense
+  matmul); the tap counts are static per config (``tap_counts``). The size after the first resize is rounded up to the next bucket of
   ``stage1_buckets(H)``: multiples of 16 at 5/16, 1/2, 5/8, 3/4, 7/8, 1, 5/4, 3/2 of H (8 buckets,
   160..768 for H = 512; at most (bucket / size)^2 ~ 1.5x padding work except below 5/16 H).
   The second stage always uses one bucket: ``ceil16(int(H / 4 * max s2))`` (160 for H = 512).
@@ -39,6 +40,12 @@ GT), the second ``int(H / 4 * s2)``; a program per size would compile hundreds o
   whatever the number of batches (``Degrader.compiled_shapes`` counts them; a test checks it).
 
 Outputs are identical to the unpadded computation up to float summation order.
+
+Speed (CPU): blurs are FFT correlations (``ops.filter2d_fft``, within ~2e-6 of the direct sum);
+filters that are pulses for every sample are skipped (``lax.cond``; per sample ``where``, so a
+pulse stays an exact identity); Poisson counts are alias-table lookups (``poisson``) and noise
+bits come from a fused Threefry (``rng``); ``scripts/bench_data.py`` times it against AdcSR's
+torch degrader.
 """
 
 from __future__ import annotations
@@ -54,9 +61,17 @@ import numpy as np
 
 from adcsr_jax.data import kernels as K
 from adcsr_jax.data import ops
+from adcsr_jax.data import taps as T
 from adcsr_jax.data.jpeg import diff_jpeg, diff_jpeg_padded
-from adcsr_jax.data.ops import filter2d, gaussian_noise, poisson_noise, quantize_8bit, usm_sharp
-from adcsr_jax.data.resize import MODES, apply_resize, resize, resize_matrix
+from adcsr_jax.data.ops import (
+    filter2d,
+    filter2d_fft,
+    gaussian_noise,
+    poisson_noise,
+    quantize_8bit,
+    usm_sharp,
+)
+from adcsr_jax.data.resize import MODES, resize, resize_matrix
 
 __all__ = [
     "PRESETS",
@@ -303,10 +318,20 @@ def _noise(key, x, gauss, sigma, pscale, gray, valid, kinds):
     return jnp.clip(x + jnp.where(gauss[:, None, None, None], g, p), 0.0, 1.0)
 
 
+def _resize(x, a, n):
+    return T.apply_taps(x, a[f"ih{n}"], a[f"wh{n}"], a[f"iw{n}"], a[f"ww{n}"])
+
+
+def _filter_where(x, kernel, on, valid=None):
+    """``filter2d`` on the samples where ``on``; the others pass through unchanged (pulse)."""
+    blurred = lambda: jnp.where(on[:, None, None, None], filter2d_fft(x, kernel, valid), x)  # noqa: E731
+    return jax.lax.cond(jnp.any(on), blurred, lambda: x)
+
+
 def _stage1(gt, a, key, kinds):
     """Blur -> resize (bucket) -> noise -> JPEG. Output zero beyond each sample's true size."""
-    x = filter2d(gt, a["kernel1"])
-    x = apply_resize(x, a["rh1"], a["rw1"])
+    x = filter2d_fft(gt, a["kernel1"])
+    x = _resize(x, a, 1)
     x = _noise(key, x, a["gauss1"], a["sigma1"], a["poisson1"], a["gray1"], a["valid1"], kinds)
     x = x * ops.valid_mask(x.shape, a["valid1"])
     return diff_jpeg_padded(x, a["q1"])
@@ -314,19 +339,18 @@ def _stage1(gt, a, key, kinds):
 
 def _stage2(x, a, key, kinds, resize_back, out_hw):
     """Second blur -> resize -> noise -> final [resize + sinc] / JPEG in either order -> 8 bits."""
-    kernel2 = jnp.where(a["blur2"][:, None, None], a["kernel2"], jnp.asarray(K.pulse_kernel()))
-    x = filter2d(x, kernel2, a["valid1"])
-    x = apply_resize(x, a["rh2"], a["rw2"])
+    x = _filter_where(x, a["kernel2"], a["blur2"], a["valid1"])
+    x = _resize(x, a, 2)
     x = _noise(key, x, a["gauss2"], a["sigma2"], a["poisson2"], a["gray2"], a["valid2"], kinds)
 
     def sinc_then_jpeg():
-        y = filter2d(apply_resize(x, a["rh3"], a["rw3"]), a["sinc"])
+        y = _filter_where(_resize(x, a, 3), a["sinc"], a["sinc_on"])
         return diff_jpeg(jnp.clip(y, 0.0, 1.0), a["q2"])
 
     def jpeg_then_sinc():
         y = jnp.clip(x, 0.0, 1.0) * ops.valid_mask(x.shape, a["valid2"])
         y = diff_jpeg_padded(y, a["q2"])
-        return filter2d(apply_resize(y, a["rh3"], a["rw3"]), a["sinc"])
+        return _filter_where(_resize(y, a, 3), a["sinc"], a["sinc_on"])
 
     first = a["sinc_first"]
     zeros = jnp.zeros((x.shape[0], *out_hw, x.shape[-1]), jnp.float32)
@@ -334,12 +358,12 @@ def _stage2(x, a, key, kinds, resize_back, out_hw):
     out_b = jax.lax.cond(jnp.any(~first), jpeg_then_sinc, lambda: zeros)
     out = jnp.where(first[:, None, None, None], out_a, out_b)
     if resize_back:
-        out = apply_resize(out, a["rh4"], a["rw4"])
+        out = _resize(out, a, 4)
     return quantize_8bit(out)
 
 
 def _matrices(sizes_in, sizes_out, modes, scales, pad_in, pad_out) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample ``(B, out, in)`` row and column resize matrices."""
+    """Per-sample ``(B, out, in)`` row and column resize matrices (``resize.resize_matrix``)."""
     rh = np.stack(
         [
             resize_matrix(i[0], o[0], m, s, pad_in, pad_out)
@@ -355,6 +379,32 @@ def _matrices(sizes_in, sizes_out, modes, scales, pad_in, pad_out) -> tuple[np.n
     return rh, rw
 
 
+def _taps(n: int, taps: int, rh: np.ndarray, rw: np.ndarray) -> dict[str, np.ndarray]:
+    """The resize matrices of step ``n`` as ``taps``-wide bands (``taps.matrix_taps``)."""
+    ih, wh = T.matrix_taps(rh, taps)
+    iw, ww = T.matrix_taps(rw, taps)
+    return {f"ih{n}": ih, f"wh{n}": wh, f"iw{n}": iw, f"ww{n}": ww}
+
+
+def tap_counts(cfg: DegradationConfig, size: int) -> tuple[int, int, int, int]:
+    """Static band widths of the four resizes of a ``size`` GT (from the config's scale ranges)."""
+    lo1, hi1 = cfg.resize_range
+    lo2, hi2 = cfg.resize_range2
+    s1_min, s1_max = int(math.floor(size * lo1)), int(math.floor(size * hi1))
+    s2_min, s2_max = int(size / cfg.scale * lo2), int(size / cfg.scale * hi2)
+    lr = size // cfg.scale
+    return (
+        T.max_taps(size, s1_min),
+        T.max_taps(max(size, s1_max), s2_min),
+        T.max_taps(max(lr, s2_max), lr),
+        T.max_taps(lr, size),
+    )
+
+
+def _is_pulse(kernel: np.ndarray) -> bool:
+    return bool(np.array_equal(kernel, K.pulse_kernel(kernel.shape[-1])))
+
+
 def device_args(cfg: DegradationConfig, p: dict[str, Any], hw: tuple[int, int]):
     """Turns host parameters into the array arguments of the two programs and the stage-1 bucket."""
     h, w = hw
@@ -368,11 +418,11 @@ def device_args(cfg: DegradationConfig, p: dict[str, Any], hw: tuple[int, int]):
     rh1, rw1 = _matrices([hw] * b, p["size1"], p["mode1"], sf, None, bucket1)
     rh2, rw2 = _matrices(p["size1"], p["size2"], p["mode2"], [None] * b, bucket1, bucket2)
     rh3, rw3 = _matrices(p["size2"], [out_hw] * b, p["mode3"], [None] * b, bucket2, None)
+    t1, t2, t3, t4 = tap_counts(cfg, max(h, w))
     f32 = lambda v: np.asarray(v, np.float32)  # noqa: E731
     a1 = {
         "kernel1": p["kernel1"],
-        "rh1": rh1,
-        "rw1": rw1,
+        **_taps(1, t1, rh1, rw1),
         "valid1": np.asarray(p["size1"], np.int32),
         "gauss1": np.asarray(p["gauss1"], bool),
         "sigma1": f32(p["sigma1"]),
@@ -384,21 +434,21 @@ def device_args(cfg: DegradationConfig, p: dict[str, Any], hw: tuple[int, int]):
         "valid1": a1["valid1"],
         "kernel2": p["kernel2"],
         "blur2": np.asarray(p["blur2"], bool),
-        "rh2": rh2,
-        "rw2": rw2,
+        **_taps(2, t2, rh2, rw2),
         "valid2": np.asarray(p["size2"], np.int32),
         "gauss2": np.asarray(p["gauss2"], bool),
         "sigma2": f32(p["sigma2"]),
         "poisson2": f32(p["poisson2"]),
         "gray2": f32(p["gray2"]),
         "sinc": p["sinc"],
+        "sinc_on": np.asarray([not _is_pulse(k) for k in p["sinc"]], bool),
         "sinc_first": np.asarray(p["sinc_first"], bool),
-        "rh3": rh3,
-        "rw3": rw3,
+        **_taps(3, t3, rh3, rw3),
         "q2": f32(p["q2"]),
     }
     if cfg.resize_back:
-        a2["rh4"], a2["rw4"] = _matrices([out_hw] * b, [hw] * b, p["mode4"], [None] * b, None, None)
+        rh4, rw4 = _matrices([out_hw] * b, [hw] * b, p["mode4"], [None] * b, None, None)
+        a2.update(_taps(4, t4, rh4, rw4))
     return a1, a2, bucket1
 
 
