@@ -133,7 +133,8 @@ def evaluate(
 
     ``metrics`` defaults to the paper's nine (``PAPER_METRICS``); without ``hr_dir`` only the
     no-reference ones run. ``writer`` is a CLU ``MetricWriter`` (one is created under
-    ``workdir`` when ``workdir`` is given and ``writer`` is None); scalars are written as
+    ``workdir`` by ``adcsr_jax.writers.create_writer`` when ``workdir`` is given and ``writer``
+    is None, no TensorFlow needed); scalars are written as
     ``{prefix}/{metric}`` at ``step``.
     """
     from tqdm import tqdm
@@ -193,9 +194,9 @@ def evaluate(
         (folder / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
     own_writer = writer is None and workdir is not None
     if own_writer:
-        from clu import metric_writers
+        from adcsr_jax.writers import create_writer
 
-        writer = metric_writers.create_default_writer(str(workdir), asynchronous=False)
+        writer = create_writer(workdir, asynchronous=False)
     if writer is not None:
         scalars = {f"{prefix}/{k}": v for k, v in summary.items() if math.isfinite(v)}
         writer.write_scalars(step, scalars)
