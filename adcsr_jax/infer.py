@@ -28,8 +28,9 @@ import numpy as np
 from PIL import Image
 
 from adcsr_jax.image_io import ImageReadError, list_images, read_image, write_png
-from adcsr_jax.imageops import adain_colour_fix, bicubic_resize, to_unit_range, wavelet_colour_fix
+from adcsr_jax.imageops import adain_colour_fix, to_unit_range, wavelet_colour_fix
 from adcsr_jax.models.adcsr import SCALE, SIZE_MULTIPLE, AdcSR
+from adcsr_jax.resize import bicubic_resize
 from adcsr_jax.tiling import pad_to_multiple, tiled_apply
 
 COLOUR_FIXES = ("adain", "wavelet", "none")

@@ -27,12 +27,13 @@ import numpy as np
 
 from adcsr_jax.data.degradations import Degrader, device_args, get_preset, stage1_buckets
 from adcsr_jax.data.pipeline import crop_image
-from adcsr_jax.data.sources import FolderSource, decode_image
+from adcsr_jax.data.sources import FolderSource
+from adcsr_jax.image_io import decode_image_cv2
 
 
 def bench_host(src: FolderSource, crop: int, workers: int, n: int) -> float:
     def one(i: int) -> np.ndarray:
-        img = decode_image(src.read(i % len(src)), src.name(i % len(src)))
+        img = decode_image_cv2(src.read(i % len(src)), src.name(i % len(src)))
         return crop_image(img, crop, np.random.default_rng(i), True)
 
     with cf.ThreadPoolExecutor(workers) as ex:
@@ -75,7 +76,9 @@ def main() -> None:
     cfg = get_preset(args.preset)
     deg = Degrader(cfg)
     crops = [
-        crop_image(decode_image(src.read(i % len(src))), args.crop, np.random.default_rng(i), True)
+        crop_image(
+            decode_image_cv2(src.read(i % len(src))), args.crop, np.random.default_rng(i), True
+        )
         for i in range(args.batch)
     ]
     gt = np.stack(crops)

@@ -115,8 +115,8 @@ def bench_torch(args: argparse.Namespace) -> dict:
     from diffusers import UNet2DConditionModel
     from diffusers.models.autoencoders.vae import Decoder
 
-    from adcsr_jax.weights import reference as ref
-    from adcsr_jax.weights import torch_adcsr as T
+    from adcsr_jax.testing import reference as ref
+    from adcsr_jax.testing import torch_adcsr as T
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -163,8 +163,8 @@ def bench_teacher_torch(args: argparse.Namespace) -> dict:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from adcsr_jax.weights import reference as ref
-    from adcsr_jax.weights import torch_adcsr as T
+    from adcsr_jax.testing import reference as ref
+    from adcsr_jax.testing import torch_adcsr as T
 
     torch.manual_seed(0)
     t0 = time.perf_counter()

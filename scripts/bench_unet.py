@@ -122,7 +122,7 @@ def bench_torch(args: argparse.Namespace) -> dict:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from adcsr_jax.weights.reference import SD21_UNET_CONFIG
+    from adcsr_jax.testing.reference import SD21_UNET_CONFIG
 
     x, ctx = _inputs(args.batch, args.latent)
     torch.manual_seed(0)

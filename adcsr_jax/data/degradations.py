@@ -23,7 +23,7 @@ Bounded compilation (size buckets)
 The first random resize gives ``floor(H * s)`` with ``s`` in e.g. [0.3, 1.5] (154..768 px for a 512
 GT), the second ``int(H / 4 * s2)``; a program per size would compile hundreds of times. Instead:
 
-* Resizes are matmuls with host-built interpolation matrices (``resize.resize_matrix``), zero-padded
+* Resizes are matmuls with host-built interpolation matrices (``adcsr_jax.resize.resize_matrix``), zero-padded
   to a fixed **bucket** size. The size after the first resize is rounded up to the next bucket of
   ``stage1_buckets(H)``: multiples of 16 at 5/16, 1/2, 5/8, 3/4, 7/8, 1, 5/4, 3/2 of H (8 buckets,
   160..768 for H = 512; at most (bucket / size)^2 ~ 1.5x padding work except below 5/16 H).
@@ -56,7 +56,7 @@ from adcsr_jax.data import kernels as K
 from adcsr_jax.data import ops
 from adcsr_jax.data.jpeg import diff_jpeg, diff_jpeg_padded
 from adcsr_jax.data.ops import filter2d, gaussian_noise, poisson_noise, quantize_8bit, usm_sharp
-from adcsr_jax.data.resize import MODES, apply_resize, resize, resize_matrix
+from adcsr_jax.resize import MODES, apply_resize, resize, resize_matrix
 
 __all__ = [
     "PRESETS",

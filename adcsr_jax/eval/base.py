@@ -19,9 +19,11 @@ own API in ``adcsr_jax.eval.fid`` and is handled separately by the evaluator.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import jax.numpy as jnp
 import numpy as np
 
 # Paper name -> "module:factory". Modules are imported lazily by ``get_metric``.
@@ -62,10 +64,6 @@ class Metric(Protocol):
     def __call__(self, sr: np.ndarray, hr: np.ndarray | None = None) -> np.ndarray: ...
 
 
-class MissingWeightError(FileNotFoundError):
-    """A weight file a metric needs is absent; the message names it and says how to get it."""
-
-
 def check_batch(
     name: str, sr: Any, hr: Any | None, needs_reference: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -78,7 +76,9 @@ def check_batch(
         raise ValueError(f"{name}: sr must be an NHWC RGB batch (N, H, W, 3), got shape {sr.shape}")
     if hr is None:
         if needs_reference:
-            raise ValueError(f"{name} is a full-reference metric: pass hr of shape {sr.shape}")
+            raise ValueError(
+                f"{name} is a full-reference metric: it needs HR images of shape {sr.shape}"
+            )
         return sr, None
     hr = np.asarray(hr, dtype=np.float32)
     if hr.shape != sr.shape:
@@ -86,6 +86,17 @@ def check_batch(
             f"{name}: sr and hr must have the same shape, got {sr.shape} and {hr.shape}"
         )
     return sr, hr
+
+
+def batched_scores(
+    fn: Callable[..., Any], params: Any, images: np.ndarray, batch_size: int, *extra: Any
+) -> np.ndarray:
+    """``fn(params, batch, *extra)`` over ``images`` in chunks of ``batch_size``, as float64."""
+    out = [
+        np.asarray(fn(params, jnp.asarray(images[i : i + batch_size]), *extra))
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out).astype(np.float64)
 
 
 def available_metrics() -> list[str]:

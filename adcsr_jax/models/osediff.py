@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adcsr_jax.imageops import bicubic_resize
 from adcsr_jax.models.config_utils import dtype_name
 from adcsr_jax.models.unet import UNet2D, UNetConfig
 from adcsr_jax.models.vae import AutoencoderKL, Decoder, VAEConfig, sample_latent
+from adcsr_jax.resize import bicubic_resize
 
 HALF_DECODER = VAEConfig(block_out_channels=(64, 128, 256, 256))
 

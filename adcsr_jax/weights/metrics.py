@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adcsr_jax.eval.base import MissingWeightError
+from adcsr_jax.weights.errors import MissingWeightError
 
 MANIFEST = "manifest.json"
 CACHE_ENV = "ADCSR_CACHE"

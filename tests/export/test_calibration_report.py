@@ -9,7 +9,7 @@ from adcsr_jax.export import calibration
 from adcsr_jax.export.models import host_colour_fix
 from adcsr_jax.export.report import Measurement, table
 from adcsr_jax.export.verify import compare, round_weights_int8
-from tests.cheap_degradation import cheap_preset
+from adcsr_jax.testing.degradation import cheap_preset
 
 
 def test_fit_crops_and_pads_to_square() -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from adcsr_jax.models import AutoencoderKL, Decoder, VAEConfig, abstract_params
 from adcsr_jax.models.vae import sample_latent
+from adcsr_jax.testing import reference as ref
 from adcsr_jax.weights import decoder_params_from_torch, vae_params_from_torch
-from adcsr_jax.weights import reference as ref
 
 torch = pytest.importorskip("torch")
 
