@@ -2,7 +2,7 @@
 
 The file takes LR images in [0, 1] (NHWC float32, fixed size, batch 1 or dynamic) and returns
 the x4 SR image in [0, 1] (at W8A16 by default the raw output in about [-1, 1]; AdcSR's colour
-fix then runs on the host: adcsr_jax.export.models.host_colour_fix). After writing, it is run on real LR images and compared with JAX
+fix then runs on the host: adcsr_jax.export.graphs.host_colour_fix). After writing, it is run on real LR images and compared with JAX
 (fp32: max abs error <= 1e-4 of the output range; W8A16: PSNR, target >= 35 dB), and its size,
 CPU latency and peak memory are printed. Example:
 
@@ -111,13 +111,13 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     import numpy as np
 
-    from adcsr_jax.export import calibration, models, pipeline, verify
+    from adcsr_jax.export import calibration, graphs, job, verify
 
     mode = args.colour_fix
     if mode == "auto":
         mode = "host" if args.precision == "w8a16" else "graph"
-    model = models.load(args.model, args.weights, args.init or "full", args.seed, mode)
-    if model.finish is not models.host_colour_fix and mode == "host":
+    model = graphs.load(args.model, args.weights, args.init or "full", args.seed, mode)
+    if model.finish is not graphs.host_colour_fix and mode == "host":
         print("[export] this model has no colour fix to move to the host")
     print(f"[export] {model.description}")
     calib = check = None
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(0)
         check = [rng.uniform(0, 1, (1, args.lr_size, args.lr_size, 3)).astype(np.float32)]
         print("[export] no --calib: checking on a random image")
-    result = pipeline.export_and_check(
+    result = job.export_and_check(
         model,
         args.format,
         args.precision,
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_PARTIAL
     if acc is not None and args.precision == "w8a16" and acc.psnr < verify.W8A16_PSNR_TARGET:
         print(f"[export] warning: W8A16 PSNR {acc.psnr:.1f} dB < {verify.W8A16_PSNR_TARGET} dB")
-    from adcsr_jax.export.report import table
+    from adcsr_jax.export.benchmark import table
 
     print(table([result]))
     return EXIT_OK

@@ -10,7 +10,7 @@ Pipeline (BasicSR / Real-ESRGAN ``feed_data``, AdcSR ``RealESRGANDegrader.degrad
 4. [``osediff`` only] resize back to the GT size with a random mode.
 5. ``clamp(round(x * 255), 0, 255) / 255``.
 
-Presets (SPEC Part III table): ``adcsr`` (default; AdcSR ``config.yml``), ``osediff``
+Presets: ``adcsr`` (default; AdcSR ``config.yml``), ``osediff``
 (``params_realesrgan.yml``, LR resized back to the GT size) and ``realesrgan`` (x4plus, USM GT).
 Randomness granularity follows the reference that each preset copies: ``batch`` (the GPU
 ``feed_data`` of Real-ESRGAN/AdcSR: resize scale and mode, noise type, second-blur coin and final

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adcsr_jax.nn.attention import scaled_dot_product
 from adcsr_jax.nn.metric_layers import HIGHEST, BatchNorm, avg_pool, conv, dense, layer_norm
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -110,8 +111,7 @@ class AttentionPool2d(nn.Module):
         q = dense(c, "q_proj")(tokens[:, :1]).reshape(n, 1, self.heads, hd)
         k = dense(c, "k_proj")(tokens).reshape(n, -1, self.heads, hd)
         v = dense(c, "v_proj")(tokens).reshape(n, -1, self.heads, hd)
-        attn = jax.nn.softmax(jnp.einsum("nqhd,nkhd->nhqk", q, k, precision=HIGHEST) * hd**-0.5, -1)
-        out = jnp.einsum("nhqk,nkhd->nqhd", attn, v, precision=HIGHEST).reshape(n, c)
+        out = scaled_dot_product(q, k, v).reshape(n, c)
         return dense(self.output_dim, "c_proj")(out)
 
 
@@ -154,8 +154,7 @@ class ResidualAttentionBlock(nn.Module):
             + attn_p["in_proj_bias"]
         )
         q, k, v = (t.reshape(b, n, self.heads, hd) for t in jnp.split(qkv, 3, axis=-1))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=HIGHEST) * hd**-0.5 + mask
-        out = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, -1), v, precision=HIGHEST)
+        out = scaled_dot_product(q, k, v, bias=mask)
         out = (
             jnp.einsum("bnd,ed->bne", out.reshape(b, n, d), attn_p["out_w"], precision=HIGHEST)
             + attn_p["out_b"]

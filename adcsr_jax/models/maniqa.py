@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adcsr_jax.nn.attention import scaled_dot_product
 from adcsr_jax.nn.metric_layers import HIGHEST, Mlp, conv, dense, layer_norm
 from adcsr_jax.resize import output_size, resize
 
@@ -98,11 +99,9 @@ class ViTAttention(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, n, c = x.shape
         hd = c // self.heads
-        qkv = dense(3 * c, "qkv")(x).reshape(b, n, 3, self.heads, hd).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k, precision=HIGHEST) * hd**-0.5, -1)
-        out = jnp.einsum("bhqk,bhkd->bhqd", attn, v, precision=HIGHEST)
-        return dense(c, "proj")(out.transpose(0, 2, 1, 3).reshape(b, n, c))
+        qkv = dense(3 * c, "qkv")(x).reshape(b, n, 3, self.heads, hd)
+        out = scaled_dot_product(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+        return dense(c, "proj")(out.reshape(b, n, c))
 
 
 class ViTBlock(nn.Module):
@@ -213,18 +212,16 @@ class WindowAttention(nn.Module):
             nn.initializers.normal(0.02),
             ((2 * self.window - 1) ** 2, self.heads),
         )
-        qkv = dense(3 * c, "qkv")(x).reshape(b, n, 3, self.heads, hd).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0] * hd**-0.5, qkv[1], qkv[2]
-        attn = jnp.einsum("bhqd,bhkd->bhqk", q, k, precision=HIGHEST)
-        bias = table[_relative_position_index(self.window).reshape(-1)].reshape(n, n, -1)
-        attn = attn + bias.transpose(2, 0, 1)[None]
-        if mask is not None:
+        qkv = dense(3 * c, "qkv")(x).reshape(b, n, 3, self.heads, hd)
+        rel = table[_relative_position_index(self.window).reshape(-1)].reshape(n, n, -1)
+        bias = rel.transpose(2, 0, 1)[None]  # (1, heads, n, n)
+        if mask is not None:  # shifted windows: per-window mask, windows are the inner batch axis
             nw = mask.shape[0]
-            attn = attn.reshape(b // nw, nw, self.heads, n, n) + jnp.asarray(mask)[None, :, None]
-            attn = attn.reshape(b, self.heads, n, n)
-        attn = jax.nn.softmax(attn, -1)
-        out = jnp.einsum("bhqk,bhkd->bhqd", attn, v, precision=HIGHEST)
-        return dense(c, "proj")(out.transpose(0, 2, 1, 3).reshape(b, n, c))
+            per_window = bias[:, None] + jnp.asarray(mask)[None, :, None]
+            bias = jnp.broadcast_to(per_window, (b // nw, nw, self.heads, n, n))
+            bias = bias.reshape(b, self.heads, n, n)
+        out = scaled_dot_product(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], bias=bias)
+        return dense(c, "proj")(out.reshape(b, n, c))
 
 
 class SwinBlock(nn.Module):

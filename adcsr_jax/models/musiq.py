@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adcsr_jax.nn.attention import scaled_dot_product
 from adcsr_jax.nn.metric_layers import HIGHEST, GroupNorm, Mlp, dense, layer_norm
 from adcsr_jax.resize import resize
 
@@ -208,17 +209,14 @@ class MultiHeadAttention(nn.Module):
         hd = c // self.num_heads
 
         def heads(t: jax.Array) -> jax.Array:
-            return t.reshape(b, n, self.num_heads, hd).transpose(0, 2, 1, 3)
+            return t.reshape(b, n, self.num_heads, hd)
 
         q = heads(dense(c, "query")(x))
         k = heads(dense(c, "key")(x))
         v = heads(dense(c, "value")(x))
-        attn = jnp.einsum("bhqd,bhkd->bhqk", q, k, precision=HIGHEST) * hd**-0.5
-        mask2d = mask[:, None, :, None] * mask[:, None, None, :]
-        attn = jnp.where(mask2d == 0, -1e3, attn)
-        attn = jax.nn.softmax(attn, axis=-1)
-        out = jnp.einsum("bhqk,bhkd->bhqd", attn, v, precision=HIGHEST)
-        return dense(c, "out")(out.transpose(0, 2, 1, 3).reshape(b, n, c))
+        keep = (mask[:, None, :, None] * mask[:, None, None, :]) != 0
+        out = scaled_dot_product(q, k, v, mask=keep, mask_value=-1e3)
+        return dense(c, "out")(out.reshape(b, n, c))
 
 
 class TransformerBlock(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,7 @@ def test_cli_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (hr / "a.png").unlink()
     assert (
         cli.main(["eval", "--sr", str(sr), "--hr", str(hr), "--metrics", "psnr", "--no-progress"])
-        == 1
+        == 2
     )
     assert "unmatched images" in capsys.readouterr().err
 
@@ -138,6 +139,11 @@ def test_cli_eval_model_super_resolves_the_dataset_first(tmp_path: Path, monkeyp
         return infer.Report()
 
     monkeypatch.setattr(infer, "super_resolve_folder", fake_super_resolve)
+    from adcsr_jax.weights.loaders import CONVERTED_CONFIG, FORMAT
+
+    (tmp_path / "student").mkdir()
+    meta = {"format": FORMAT, "kind": "adcsr", "config": {}}
+    (tmp_path / "student" / CONVERTED_CONFIG).write_text(json.dumps(meta))
     work = tmp_path / "w"
     args = [
         "eval",
@@ -152,7 +158,7 @@ def test_cli_eval_model_super_resolves_the_dataset_first(tmp_path: Path, monkeyp
     assert calls == [(tmp_path / "student", root / "LR")]
     assert sorted(p.name for p in (work / "sr").iterdir()) == ["a.png", "b.png"]
     assert "RealSR" in (work / "summary.md").read_text()
-    assert cli.main(["eval", "--model", "x", "--dataset", str(tmp_path / "nothing")]) == 1
+    assert cli.main(["eval", "--model", "x", "--dataset", str(tmp_path / "nothing")]) == 2
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ def lr_side() -> int:
 @pytest.fixture(scope="session")
 def tiny_student():
     """The tiny AdcSR student (random init) as an ExportModel: LR [0, 1] -> SR [0, 1]."""
-    from adcsr_jax.export.models import student
+    from adcsr_jax.export.graphs import student
 
     return student(None, size="tiny", seed=0)
 

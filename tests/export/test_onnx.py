@@ -13,7 +13,7 @@ pytest.importorskip("jax2onnx")
 pytest.importorskip("onnxruntime")
 
 from adcsr_jax.export import onnx as onnx_export  # noqa: E402
-from adcsr_jax.export.pipeline import runner  # noqa: E402
+from adcsr_jax.export.job import runner  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from adcsr_jax.export.calibration import augment
-from adcsr_jax.export.models import for_precision, host_colour_fix
-from adcsr_jax.export.verify import FP32_REL_TOL, compare, evaluate, int8_weight_floor
+from adcsr_jax.export.graphs import for_precision, host_colour_fix
+from adcsr_jax.export.verify import FP32_REL_TOL, compare, compare_runs, int8_weight_floor
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
@@ -36,7 +36,9 @@ def exported(tiny_student, lr_images, tmp_path_factory, lr_side) -> dict[str, ob
 
 
 def test_fp32_matches_jax(exported, tiny_student, lr_images) -> None:
-    acc = evaluate(tflite.TFLiteRunner(exported["fp32"]), tiny_student.jax_fn(), lr_images["check"])
+    acc = compare_runs(
+        tflite.TFLiteRunner(exported["fp32"]), tiny_student.jax_fn(), lr_images["check"]
+    )
     assert acc.rel_max_abs <= FP32_REL_TOL, acc.summary()
 
 
@@ -52,7 +54,7 @@ def test_w8a16_is_int16_and_accurate(exported, tiny_student, lr_images) -> None:
     # The file returns the raw output; the colour fix runs on the host (W8A16 default).
     model = for_precision(tiny_student, "w8a16")
     assert model.finish is host_colour_fix
-    acc = evaluate(lambda x: model.finish(runner(x), x), model.jax_fn(), lr_images["check"])
+    acc = compare_runs(lambda x: model.finish(runner(x), x), model.jax_fn(), lr_images["check"])
     # Measured on this random tiny network, 24 held-out RealSR crops: W8A16 pooled 35.4 dB
     # (per image 30-49, mean 36.3) against an int8-weights-only floor of 31.7-56 (mean 38.3);
     # before the SOFTMAX / Newton-rsqrt / range-margin fixes: 17-37 dB (mean 26.4). The two
