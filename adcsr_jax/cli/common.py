@@ -46,38 +46,33 @@ class Target:
     run: Callable[[argparse.Namespace], int]
 
 
+def _existing(path: str | os.PathLike | None, flag: str, want: str) -> Path:
+    """``path`` if it exists as ``want`` ('file', 'folder' or 'file or folder')."""
+    if path is None:
+        raise CommandError(f"give {flag} {'DIR' if want == 'folder' else 'FILE'}")
+    p = Path(path)
+    if not p.exists():
+        raise CommandError(f"{flag} {p}: no such {want}")
+    if want == "file" and p.is_dir():
+        raise CommandError(f"{flag} {p} is a folder; give a file")
+    if want == "folder" and not p.is_dir():
+        raise CommandError(f"{flag} {p} is a file; give a folder")
+    return p
+
+
 def existing_file(path: str | os.PathLike | None, flag: str) -> Path:
     """``path`` as a Path if it is a file, else ``CommandError`` naming ``flag``."""
-    if path is None:
-        raise CommandError(f"give {flag} FILE")
-    p = Path(path)
-    if p.is_dir():
-        raise CommandError(f"{flag} {p} is a folder; give a file")
-    if not p.is_file():
-        raise CommandError(f"{flag} {p}: no such file")
-    return p
+    return _existing(path, flag, "file")
 
 
 def existing_dir(path: str | os.PathLike | None, flag: str) -> Path:
     """``path`` as a Path if it is a folder, else ``CommandError`` naming ``flag``."""
-    if path is None:
-        raise CommandError(f"give {flag} DIR")
-    p = Path(path)
-    if p.is_file():
-        raise CommandError(f"{flag} {p} is a file; give a folder")
-    if not p.is_dir():
-        raise CommandError(f"{flag} {p}: no such folder")
-    return p
+    return _existing(path, flag, "folder")
 
 
 def existing_path(path: str | os.PathLike | None, flag: str) -> Path:
     """``path`` as a Path if it is a file or a folder, else ``CommandError``."""
-    if path is None:
-        raise CommandError(f"give {flag} FILE|DIR")
-    p = Path(path)
-    if not p.exists():
-        raise CommandError(f"{flag} {p}: no such file or folder")
-    return p
+    return _existing(path, flag, "file or folder")
 
 
 def _check_creatable(p: Path, flag: str) -> None:
