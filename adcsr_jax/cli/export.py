@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if mode == "auto":
         mode = "host" if args.precision == "w8a16" else "graph"
     model = graphs.load(args.model, args.weights, args.init or "full", args.seed, mode)
-    if model.finish is not graphs.host_colour_fix and mode == "host":
+    if model.postprocess is not graphs.host_colour_fix and mode == "host":
         print("[export] this model has no colour fix to move to the host")
     print(f"[export] {model.description}")
     calib = check = None

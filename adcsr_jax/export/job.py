@@ -84,7 +84,9 @@ def export_and_check(
     accuracy: Accuracy | None = None
     if check_images:
         run = runner(path, fmt, layout)
-        accuracy = compare_runs(lambda x: model.finish(run(x), x), model.jax_fn(), check_images)
+        accuracy = compare_runs(
+            lambda x: model.postprocess(run(x), x), model.jax_fn(), check_images
+        )
         log(f"[export] {fmt} {precision} vs JAX: {accuracy.summary()}")
     latency = memory = float("nan")
     if measure:

@@ -53,8 +53,10 @@ def test_w8a16_is_int16_and_accurate(exported, tiny_student, lr_images) -> None:
     assert any(d["dtype"] == np.int16 for d in details)
     # The file returns the raw output; the colour fix runs on the host (W8A16 default).
     model = for_precision(tiny_student, "w8a16")
-    assert model.finish is host_colour_fix
-    acc = compare_runs(lambda x: model.finish(runner(x), x), model.jax_fn(), lr_images["check"])
+    assert model.postprocess is host_colour_fix
+    acc = compare_runs(
+        lambda x: model.postprocess(runner(x), x), model.jax_fn(), lr_images["check"]
+    )
     # Measured on this random tiny network, 24 held-out RealSR crops: W8A16 pooled 35.4 dB
     # (per image 30-49, mean 36.3) against an int8-weights-only floor of 31.7-56 (mean 38.3);
     # before the SOFTMAX / Newton-rsqrt / range-margin fixes: 17-37 dB (mean 26.4). The two
