@@ -45,7 +45,7 @@ def _tfds_builders():
     return tfds_builders
 
 
-def _finish(builder, manual: Path | None = None) -> int:
+def _report(builder, manual: Path | None = None) -> int:
     splits = {k: v.num_examples for k, v in builder.info.splits.items()}
     print(f"{builder.name} -> {builder.data_dir}: {splits}")
     skipped = [(Path(manual or "") / rel, why) for rel, why in getattr(builder, "skipped", [])]
@@ -63,7 +63,7 @@ def run_hr(args: argparse.Namespace) -> int:
             f"--manual-dir {manual}: no image files below it ({' '.join(IMAGE_SUFFIXES)})"
         )
     builders = _tfds_builders()
-    return _finish(builders.build_hr_dataset(manual, data_dir, args.file_format), manual)
+    return _report(builders.build_hr_dataset(manual, data_dir, args.file_format), manual)
 
 
 def run_paired(args: argparse.Namespace) -> int:
@@ -77,7 +77,7 @@ def run_paired(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         raise CommandError(f"--manual-dir {err}") from err
     builders = _tfds_builders()
-    return _finish(builders.build_paired_dataset(manual, data_dir, args.file_format))
+    return _report(builders.build_paired_dataset(manual, data_dir, args.file_format))
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -86,7 +86,7 @@ def run_sample(args: argparse.Namespace) -> int:
     _tfds_builders()
     from adcsr_jax.data.sample_set import build_sample_dataset
 
-    return _finish(build_sample_dataset(data_dir))
+    return _report(build_sample_dataset(data_dir))
 
 
 TARGETS = {
