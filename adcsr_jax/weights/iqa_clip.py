@@ -1,4 +1,4 @@
-"""OpenAI CLIP (ModifiedResNet, e.g. ``RN50.pt``) state dict -> Flax params of ``adcsr_jax.eval.clipiqa``.
+"""OpenAI CLIP (ModifiedResNet, e.g. ``RN50.pt``) state dict -> Flax params of ``adcsr_jax.models.clip``.
 
 ``RN50.pt`` is a TorchScript archive; ``read_torch_file`` loads it with ``torch.jit.load`` on the
 CPU and takes its ``state_dict()`` (fp16 values, cast to fp32 exactly as pyiqa's ``model.float()``).

@@ -1,4 +1,4 @@
-"""pyiqa MANIQA checkpoint (``MANIQA_PIPAL-ae6d356b.pth``) -> Flax params of ``adcsr_jax.eval.maniqa``.
+"""pyiqa MANIQA checkpoint (``MANIQA_PIPAL-ae6d356b.pth``) -> Flax params of ``adcsr_jax.models.maniqa``.
 
 The checkpoint holds the whole pyiqa module: ``vit.*`` (timm ViT-B/8) and the MANIQA head at top
 level. Dropped because the metric never runs them: ViT blocks after the last feature block, the

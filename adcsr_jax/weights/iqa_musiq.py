@@ -1,4 +1,4 @@
-"""pyiqa MUSIQ checkpoint (``musiq_*_ckpt-*.pth``) -> Flax params of ``adcsr_jax.eval.musiq``."""
+"""pyiqa MUSIQ checkpoint (``musiq_*_ckpt-*.pth``) -> Flax params of ``adcsr_jax.models.musiq``."""
 
 from __future__ import annotations
 
