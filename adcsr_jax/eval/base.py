@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -97,6 +98,28 @@ def batched_scores(
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(out).astype(np.float64)
+
+
+class LearnedNoReference:
+    """Base of the learned no-reference metrics (MUSIQ, MANIQA, CLIP-IQA): higher is better.
+
+    Subclasses set ``name`` and call ``super().__init__(params, batch_size, fn, *extra)`` with a
+    jitted ``fn(params, batch, *extra) -> (N,)``; a call scores ``sr`` ``batch_size`` at a time.
+    """
+
+    name = ""
+    higher_is_better = True
+    needs_reference = False
+
+    def __init__(self, params: Any, batch_size: int, fn: Callable[..., Any], *extra: Any) -> None:
+        self.params = jax.tree_util.tree_map(jnp.asarray, params)
+        self.batch_size = batch_size
+        self._fn = fn
+        self._extra = extra
+
+    def __call__(self, sr: np.ndarray, hr: np.ndarray | None = None) -> np.ndarray:
+        sr, _ = check_batch(self.name, sr, None, self.needs_reference)
+        return batched_scores(self._fn, self.params, sr, self.batch_size, *self._extra)
 
 
 def available_metrics() -> list[str]:

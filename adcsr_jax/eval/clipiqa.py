@@ -24,9 +24,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from adcsr_jax.eval.base import batched_scores, check_batch
+from adcsr_jax.eval.base import LearnedNoReference
 from adcsr_jax.models.clip import HIGHEST, CLIPConfig, encode_image, encode_text
 from adcsr_jax.weights.errors import resolve_weight_file
 
@@ -62,12 +61,10 @@ def clipiqa_scores(
     return probs[..., 0].mean(axis=1)
 
 
-class CLIPIQA:
+class CLIPIQA(LearnedNoReference):
     """CLIP-IQA metric object (``adcsr_jax.eval.base.Metric``): higher is better, no reference."""
 
     name = "clipiqa"
-    higher_is_better = True
-    needs_reference = False
 
     def __init__(
         self,
@@ -79,17 +76,11 @@ class CLIPIQA:
         from adcsr_jax.models.clip_tokenizer import ClipTokenizer
 
         self.cfg = cfg
-        self.params = jax.tree_util.tree_map(jnp.asarray, params)
-        self.batch_size = batch_size
+        params = jax.tree_util.tree_map(jnp.asarray, params)
         tokens = ClipTokenizer(vocab_path).tokenize(list(PROMPTS), cfg.context_length)
-        self.text_features = jax.jit(partial(encode_text, cfg=cfg))(
-            self.params, jnp.asarray(tokens)
-        )
-        self._fn = jax.jit(partial(clipiqa_scores, cfg=cfg))
-
-    def __call__(self, sr: np.ndarray, hr: np.ndarray | None = None) -> np.ndarray:
-        sr, _ = check_batch(self.name, sr, None, self.needs_reference)
-        return batched_scores(self._fn, self.params, sr, self.batch_size, self.text_features)
+        self.text_features = jax.jit(partial(encode_text, cfg=cfg))(params, jnp.asarray(tokens))
+        fn = jax.jit(partial(clipiqa_scores, cfg=cfg))
+        super().__init__(params, batch_size, fn, self.text_features)
 
 
 def create(

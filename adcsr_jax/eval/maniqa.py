@@ -11,10 +11,8 @@ from functools import partial
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from adcsr_jax.eval.base import batched_scores, check_batch
+from adcsr_jax.eval.base import LearnedNoReference
 from adcsr_jax.models.maniqa import MANIQAConfig, maniqa_scores
 from adcsr_jax.weights.errors import resolve_weight_file
 
@@ -26,7 +24,7 @@ WHERE = (
 )
 
 
-class MANIQA:
+class MANIQA(LearnedNoReference):
     """MANIQA metric object (``adcsr_jax.eval.base.Metric``): higher is better, no reference.
 
     ``batch_size``: images per device call (each brings 20 ViT-B/8 crops at 785 tokens);
@@ -35,8 +33,6 @@ class MANIQA:
     """
 
     name = "maniqa"
-    higher_is_better = True
-    needs_reference = False
 
     def __init__(
         self,
@@ -46,13 +42,8 @@ class MANIQA:
         crop_chunk: int | None = 5,
     ) -> None:
         self.cfg = cfg
-        self.params = jax.tree_util.tree_map(jnp.asarray, params)
-        self.batch_size = batch_size
-        self._fn = jax.jit(partial(maniqa_scores, cfg=cfg, crop_chunk=crop_chunk))
-
-    def __call__(self, sr: np.ndarray, hr: np.ndarray | None = None) -> np.ndarray:
-        sr, _ = check_batch(self.name, sr, None, self.needs_reference)
-        return batched_scores(self._fn, self.params, sr, self.batch_size)
+        fn = jax.jit(partial(maniqa_scores, cfg=cfg, crop_chunk=crop_chunk))
+        super().__init__(params, batch_size, fn)
 
 
 def create(

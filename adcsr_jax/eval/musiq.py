@@ -11,10 +11,8 @@ from functools import partial
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from adcsr_jax.eval.base import batched_scores, check_batch
+from adcsr_jax.eval.base import LearnedNoReference
 from adcsr_jax.models.musiq import MUSIQConfig, musiq_scores
 from adcsr_jax.weights.errors import resolve_weight_file
 
@@ -26,22 +24,14 @@ WHERE = (
 )
 
 
-class MUSIQ:
+class MUSIQ(LearnedNoReference):
     """MUSIQ metric object (``adcsr_jax.eval.base.Metric``): higher is better, no reference."""
 
     name = "musiq"
-    higher_is_better = True
-    needs_reference = False
 
     def __init__(self, params: Any, cfg: MUSIQConfig = MUSIQConfig(), batch_size: int = 8) -> None:
         self.cfg = cfg
-        self.params = jax.tree_util.tree_map(jnp.asarray, params)
-        self.batch_size = batch_size
-        self._fn = jax.jit(partial(musiq_scores, cfg=cfg))
-
-    def __call__(self, sr: np.ndarray, hr: np.ndarray | None = None) -> np.ndarray:
-        sr, _ = check_batch(self.name, sr, None, self.needs_reference)
-        return batched_scores(self._fn, self.params, sr, self.batch_size)
+        super().__init__(params, batch_size, jax.jit(partial(musiq_scores, cfg=cfg)))
 
 
 def create(
