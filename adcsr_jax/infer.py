@@ -28,8 +28,9 @@ import numpy as np
 from PIL import Image
 
 from adcsr_jax.image_io import ImageReadError, list_images, read_image, write_png
-from adcsr_jax.imageops import adain_colour_fix, bicubic_resize, to_unit_range, wavelet_colour_fix
+from adcsr_jax.imageops import adain_colour_fix, to_unit_range, wavelet_colour_fix
 from adcsr_jax.models.adcsr import SCALE, SIZE_MULTIPLE, AdcSR
+from adcsr_jax.resize import bicubic_resize
 from adcsr_jax.tiling import pad_to_multiple, tiled_apply
 
 COLOUR_FIXES = ("adain", "wavelet", "none")
@@ -89,7 +90,7 @@ def _cpu_default(value: int | None, on_cpu: int) -> int | None:
     return value or None
 
 
-def finish(raw: np.ndarray, lr: np.ndarray, colour_fix: str = "adain") -> np.ndarray:
+def postprocess(raw: np.ndarray, lr: np.ndarray, colour_fix: str = "adain") -> np.ndarray:
     """Raw output (B,4H,4W,3) and LR (B,H,W,3), both in [-1, 1] -> image in [0, 1] (fp32)."""
     raw_j, lr_j = jnp.asarray(raw, jnp.float32), jnp.asarray(lr, jnp.float32)
     if colour_fix == "adain":
@@ -113,7 +114,7 @@ def super_resolve_array(
     x = lr * 2 - 1
     padded = pad_to_multiple(x, SIZE_MULTIPLE, options.pad_mode)
     raw = tiled_apply(raw_fn, padded, scale=SCALE, tile=options.tile, overlap=options.overlap)
-    return finish(raw[:, : SCALE * h, : SCALE * w], x, options.colour_fix)
+    return postprocess(raw[:, : SCALE * h, : SCALE * w], x, options.colour_fix)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -252,8 +253,8 @@ __all__ = [
     "InferOptions",
     "Report",
     "Upscaler",
-    "finish",
     "output_names",
+    "postprocess",
     "super_resolve_array",
     "super_resolve_files",
     "super_resolve_folder",

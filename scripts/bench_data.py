@@ -44,8 +44,9 @@ import numpy as np
 from adcsr_jax.data import jpeg as J
 from adcsr_jax.data.degradations import Degrader, device_args, get_preset, stage1_buckets
 from adcsr_jax.data.pipeline import crop_image
-from adcsr_jax.data.resize import resize_matrix
-from adcsr_jax.data.sources import FolderSource, decode_image
+from adcsr_jax.data.sources import FolderSource
+from adcsr_jax.image_io import decode_image_cv2
+from adcsr_jax.resize import resize_matrix
 
 REALSR_HR = "/work/shared/data/realsr/test_HR"
 
@@ -307,7 +308,7 @@ def run_torch(tdeg, gt: np.ndarray, p: dict) -> float:
 
 def bench_host(src: FolderSource, crop: int, workers: int, n: int) -> float:
     def one(i: int) -> np.ndarray:
-        img = decode_image(src.read(i % len(src)), src.name(i % len(src)))
+        img = decode_image_cv2(src.read(i % len(src)), src.name(i % len(src)))
         return crop_image(img, crop, np.random.default_rng(i), True)
 
     with cf.ThreadPoolExecutor(workers) as ex:
@@ -360,7 +361,7 @@ def main() -> None:
     crops = np.stack(
         [
             crop_image(
-                decode_image(src.read(i % len(src))), args.crop, np.random.default_rng(i), True
+                decode_image_cv2(src.read(i % len(src))), args.crop, np.random.default_rng(i), True
             )
             for i in range(min(n_img, max(len(src), args.batch)))
         ]

@@ -22,16 +22,17 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 REALSR = REPO.parent / "shared" / "data" / "realsr"
-sys.path.insert(0, str(REPO))  # for tests.eval.torch_reference
+sys.path.insert(0, str(REPO))  # this checkout's adcsr_jax first
 
 
 def _pairs(count: int) -> tuple[np.ndarray, np.ndarray, str]:
-    from adcsr_jax.eval.images import load_image, match_pairs
+    from adcsr_jax.eval.evaluator import pair_images
+    from adcsr_jax.image_io import read_image_pyiqa
 
     if (REALSR / "test_HR").is_dir():
-        pairs = match_pairs(REALSR / "results_osediff", REALSR / "test_HR")[:count]
-        sr = np.stack([load_image(p.sr) for p in pairs])
-        hr = np.stack([load_image(p.hr) for p in pairs])
+        pairs = pair_images(REALSR / "results_osediff", REALSR / "test_HR")[:count]
+        sr = np.stack([read_image_pyiqa(p.sr) for p in pairs])
+        hr = np.stack([read_image_pyiqa(p.hr) for p in pairs])
         return sr, hr, "RealSR"
     rng = np.random.default_rng(0)
     hr = rng.uniform(0, 1, (count, 512, 512, 3)).astype(np.float32)
@@ -88,8 +89,8 @@ def main() -> int:
 
     from adcsr_jax.eval import get_metric
     from adcsr_jax.eval.fid import FIDExtractor, clean_resize
+    from adcsr_jax.testing.torch_metrics import torch_dists, torch_lpips
     from adcsr_jax.weights.metrics import load_weights
-    from tests.eval.torch_reference import torch_dists, torch_lpips
 
     sr, hr, source = _pairs(args.pairs)
     print(

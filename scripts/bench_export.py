@@ -80,8 +80,8 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from adcsr_jax.export import calibration, models, pipeline
-    from adcsr_jax.export.report import table
+    from adcsr_jax.export import calibration, graphs, job
+    from adcsr_jax.export.benchmark import table
     from adcsr_jax.export.verify import int8_weight_floor
 
     out = Path(args.out)
@@ -91,12 +91,12 @@ def main() -> int:
     notes = []
     for name in args.models.split(","):
         weights = args.weights if name == "student" else args.teacher_weights
-        model = models.load(name, weights, args.size)
+        model = graphs.load(name, weights, args.size)
         _log(f"[bench] {model.description} ({time.perf_counter() - start:.0f} s)")
         for fmt, precision, lr in _parse_exports(args.exports, args.lr_size):
             check = calibration.from_folder(args.lr, lr, args.check_count, offset=args.calib_count)
             calib = None
-            variant = models.for_precision(model, precision)
+            variant = graphs.for_precision(model, precision)
             if precision == "w8a16":
                 calib = calibration.from_folder(args.lr, lr, args.calib_count)
                 calib = calib if args.no_augment else calibration.augment(calib)
@@ -106,7 +106,7 @@ def main() -> int:
             suffix = "tflite" if fmt == "tflite" else "onnx"
             path = out / f"{name}_{precision}_lr{lr}.{suffix}"
             try:
-                row = pipeline.export_and_check(
+                row = job.export_and_check(
                     variant,
                     fmt,
                     precision,

@@ -22,7 +22,7 @@ Heavy (up to ~6 GB per process, ~20 min on a shared 2-core machine)::
 
     flock /tmp/adcsr-heavy.lock .venv/bin/python scripts/bench_infer.py --out bench_infer.json
 
-SPEC section 3.6 for comparison (conv/linear MACs, attention matmuls in brackets): student
+Hand-counted MACs for comparison (conv/linear MACs, attention matmuls in brackets): student
 495.0 G [+54.5 G]; OSEDiff encoder 541.1 G [+17.2], UNet 339.1 G [+63.0], decoder 1240.1 G [+17.2].
 XLA's ``flops`` counts 2 per multiply-add plus elementwise work.
 """
@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 PARTS = ("torch", "flax", "flax-bf16", "teacher", "teacher-torch", "matmul-peak")
-SPEC_MACS = {"student": (495.0, 54.5), "teacher": (541.1 + 339.1 + 1240.1, 17.2 + 63.0 + 17.2)}
+HAND_MACS = {"student": (495.0, 54.5), "teacher": (541.1 + 339.1 + 1240.1, 17.2 + 63.0 + 17.2)}
 
 
 def _peak_rss_mb() -> float:
@@ -115,8 +115,8 @@ def bench_torch(args: argparse.Namespace) -> dict:
     from diffusers import UNet2DConditionModel
     from diffusers.models.autoencoders.vae import Decoder
 
-    from adcsr_jax.weights import reference as ref
-    from adcsr_jax.weights import torch_adcsr as T
+    from adcsr_jax.testing import reference as ref
+    from adcsr_jax.testing import torch_adcsr as T
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -163,8 +163,8 @@ def bench_teacher_torch(args: argparse.Namespace) -> dict:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from adcsr_jax.weights import reference as ref
-    from adcsr_jax.weights import torch_adcsr as T
+    from adcsr_jax.testing import reference as ref
+    from adcsr_jax.testing import torch_adcsr as T
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -232,9 +232,9 @@ def summarise(results: dict[str, dict]) -> list[str]:
         extra = ""
         if r.get("flops"):
             kind = "teacher" if name.startswith("teacher") else "student"
-            conv, attn = SPEC_MACS[kind]
+            conv, attn = HAND_MACS[kind]
             extra = (f", XLA {r['flops'] / 1e12:.3f} TFLOP = {r['flops'] / 2e9:.1f} G MAC "
-                     f"(SPEC {conv:.1f} + {attn:.1f} = {conv + attn:.1f} G)")  # fmt: skip
+                     f"(hand count {conv:.1f} + {attn:.1f} = {conv + attn:.1f} G)")  # fmt: skip
         if "psnr_vs_fp32_db" in r:
             extra += f", PSNR vs fp32 {r['psnr_vs_fp32_db']:.2f} dB"
         comp = f", compile {r['compile_s']:.1f} s" if "compile_s" in r else ""

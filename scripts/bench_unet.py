@@ -77,7 +77,7 @@ def bench_flax(args: argparse.Namespace) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from adcsr_jax.models import UNet2D, UNetConfig, abstract_params
+    from adcsr_jax.models import UNet2D, UNetConfig, abstract_params_of
 
     x, ctx = _inputs(args.batch, args.latent)
     module = UNet2D(
@@ -87,7 +87,7 @@ def bench_flax(args: argparse.Namespace) -> dict:
         )
     )
     t0 = time.perf_counter()
-    abstract = abstract_params(module, x[:1, :8, :8], jnp.zeros((1,)), ctx[:1, :1])
+    abstract = abstract_params_of(module, x[:1, :8, :8], jnp.zeros((1,)), ctx[:1, :1])
     params = jax.tree_util.tree_map_with_path(_random_leaf, abstract)
     jax.block_until_ready(params)
     init_s = time.perf_counter() - t0
@@ -122,7 +122,7 @@ def bench_torch(args: argparse.Namespace) -> dict:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from adcsr_jax.weights.reference import SD21_UNET_CONFIG
+    from adcsr_jax.testing.reference import SD21_UNET_CONFIG
 
     x, ctx = _inputs(args.batch, args.latent)
     torch.manual_seed(0)

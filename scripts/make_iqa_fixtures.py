@@ -11,7 +11,8 @@ It writes, per metric, a small pyiqa-architecture model with random weights, inp
 outputs. Weights are not stored as arrays (the MANIQA TAB and CLIP token-embedding matrices would
 be several MB): each tensor is ``mean + std * N(0, 1)`` drawn from ``numpy.random.default_rng(seed)``
 in state-dict order (then rounded to fp16 for CLIP, like OpenAI's checkpoint); names, shapes,
-means and stds are stored and ``tests/eval/_iqa_fixtures.py`` rebuilds the identical tensors.
+means and stds are stored and ``adcsr_jax.weights.iqa_common.seeded_state_dict`` rebuilds the
+identical tensors.
 Also written: ``iqa_full_shapes.json`` (state-dict shapes of the full-size pyiqa models, for the
 converter tests) and ``clip_tokens.json`` (``clip.tokenize`` of the prompts and of test strings).
 """

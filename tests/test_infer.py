@@ -154,8 +154,8 @@ def _nearest4(x: np.ndarray) -> np.ndarray:
 
 
 def test_pipeline_pads_crops_and_fixes_colour_with_any_network() -> None:
-    from adcsr_jax.imageops import bicubic_resize
     from adcsr_jax.infer import super_resolve_array
+    from adcsr_jax.resize import bicubic_resize
 
     lr = np.random.default_rng(40).uniform(0, 1, (2, 21, 37, 3)).astype(np.float32)
     calls = []

@@ -10,7 +10,7 @@ Pipeline (BasicSR / Real-ESRGAN ``feed_data``, AdcSR ``RealESRGANDegrader.degrad
 4. [``osediff`` only] resize back to the GT size with a random mode.
 5. ``clamp(round(x * 255), 0, 255) / 255``.
 
-Presets (SPEC Part III table): ``adcsr`` (default; AdcSR ``config.yml``), ``osediff``
+Presets: ``adcsr`` (default; AdcSR ``config.yml``), ``osediff``
 (``params_realesrgan.yml``, LR resized back to the GT size) and ``realesrgan`` (x4plus, USM GT).
 Randomness granularity follows the reference that each preset copies: ``batch`` (the GPU
 ``feed_data`` of Real-ESRGAN/AdcSR: resize scale and mode, noise type, second-blur coin and final
@@ -23,9 +23,10 @@ Bounded compilation (size buckets)
 The first random resize gives ``floor(H * s)`` with ``s`` in e.g. [0.3, 1.5] (154..768 px for a 512
 GT), the second ``int(H / 4 * s2)``; a program per size would compile hundreds of times. Instead:
 
-* Resizes use host-built interpolation matrices (``resize.resize_matrix``), zero-padded to a fixed
-  **bucket** size, applied as banded taps (``taps``: a few gathers per output row, not a dense
-  matmul); the tap counts are static per config (``tap_counts``). The size after the first resize is rounded up to the next bucket of
+* Resizes use host-built interpolation matrices (``adcsr_jax.resize.resize_matrix``), zero-padded
+  to a fixed **bucket** size, applied as banded taps (``taps``: a few gathers per output row, not a
+  dense matmul); the tap counts are static per config (``tap_counts``). The size after the first
+  resize is rounded up to the next bucket of
   ``stage1_buckets(H)``: multiples of 16 at 5/16, 1/2, 5/8, 3/4, 7/8, 1, 5/4, 3/2 of H (8 buckets,
   160..768 for H = 512; at most (bucket / size)^2 ~ 1.5x padding work except below 5/16 H).
   The second stage always uses one bucket: ``ceil16(int(H / 4 * max s2))`` (160 for H = 512).
@@ -71,7 +72,7 @@ from adcsr_jax.data.ops import (
     quantize_8bit,
     usm_sharp,
 )
-from adcsr_jax.data.resize import MODES, resize, resize_matrix
+from adcsr_jax.resize import MODES, resize, resize_matrix
 
 __all__ = [
     "PRESETS",

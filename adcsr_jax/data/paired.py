@@ -33,7 +33,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from adcsr_jax.data.sources import decode_image, list_images
+from adcsr_jax.image_io import decode_image_cv2, list_images
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,17 @@ _TAG_EPOCH, _TAG_CROP = 21, 22
 ORDERS = ("host", "global")
 
 
+def _relative_images(root: str | os.PathLike) -> list[str]:
+    """Image paths below ``root`` (recursive), relative to it, in ``list_images`` order."""
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    return [str(p.relative_to(root)) for p in list_images(root, recursive=True)]
+
+
 def match_pairs(lr_dir: str | os.PathLike, hr_dir: str | os.PathLike) -> list[tuple[str, str]]:
     """``(lr_relpath, hr_relpath)`` of every file stem present in both folders, sorted."""
-    lr = {os.path.splitext(f)[0]: f for f in list_images(lr_dir)}
-    hr = {os.path.splitext(f)[0]: f for f in list_images(hr_dir)}
+    lr = {os.path.splitext(f)[0]: f for f in _relative_images(lr_dir)}
+    hr = {os.path.splitext(f)[0]: f for f in _relative_images(hr_dir)}
     common = sorted(lr.keys() & hr.keys())
     if not common:
         raise FileNotFoundError(f"no file names in common between LR {lr_dir} and HR {hr_dir}")
@@ -126,8 +133,8 @@ class PairedFolderIterator(Iterator[dict[str, np.ndarray]]):
         n = len(self.pairs)
         epoch, pos = divmod(g, n)
         lr_name, hr_name = self.pairs[int(self._rng(_TAG_EPOCH, epoch).permutation(n)[pos])]
-        lr = decode_image((self.lr_dir / lr_name).read_bytes(), lr_name)
-        hr = decode_image((self.hr_dir / hr_name).read_bytes(), hr_name)
+        lr = decode_image_cv2((self.lr_dir / lr_name).read_bytes(), lr_name)
+        hr = decode_image_cv2((self.hr_dir / hr_name).read_bytes(), hr_name)
         s, small = self.scale, self.crop // self.scale
         if hr.shape[0] != lr.shape[0] * s or hr.shape[1] != lr.shape[1] * s:
             raise ValueError(

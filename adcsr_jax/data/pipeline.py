@@ -5,7 +5,7 @@ Dataflow per host, per batch ``s`` (everything a pure function of ``(seed, host,
 1. Files: the host's shard is ``files[process_index::process_count]`` of the source's sorted list.
    Local sample ``g = s * local_batch + i`` is file ``perm_e[g % n]`` with ``e = g // n`` and
    ``perm_e`` a permutation drawn from ``(seed, host, e)``: every file once per epoch.
-2. Decode (``sources.decode_image``) in a thread pool; a file that fails is skipped with a warning,
+2. Decode (``image_io.decode_image_cv2``) in a thread pool; a file that fails is skipped with a warning,
    counted, and replaced by the next file of the same epoch order (deterministically).
 3. Crop (AdcSR ``dataset.py``): reflect-101 pad at bottom/right to ``crop`` if smaller, random
    ``crop x crop`` window, horizontal flip with p 0.5; drawn from ``(seed, host, g)``.
@@ -41,7 +41,8 @@ import jax
 import numpy as np
 
 from adcsr_jax.data.degradations import DegradationConfig, Degrader, get_preset
-from adcsr_jax.data.sources import BadImageError, Source, decode_image, make_source
+from adcsr_jax.data.sources import Source, make_source
+from adcsr_jax.image_io import ImageReadError, decode_image_cv2
 from adcsr_jax.sharding import place_batch
 
 log = logging.getLogger(__name__)
@@ -211,10 +212,10 @@ class DataIterator(Iterator[dict[str, Any]]):
             if index in self._bad:
                 continue
             try:
-                img = decode_image(
+                img = decode_image_cv2(
                     self.source.read(index), self.source.name(index), self.config.min_image_size
                 )
-            except (BadImageError, OSError) as e:
+            except (ImageReadError, OSError) as e:
                 with self._bad_lock:
                     self._bad.add(index)
                     self.bad_count += 1

@@ -1,36 +1,23 @@
-"""Where training images come from, and how raw files become 8-bit RGB arrays.
+"""Where training images come from: random-access lists of encoded images.
 
-A *source* is a random-access list of encoded images: ``len(src)``, ``src.name(i)`` and
-``src.read(i) -> bytes``. Two kinds:
+A *source* has ``len(src)``, ``src.name(i)`` and ``src.read(i) -> bytes``. Two kinds:
 
-* ``FolderSource(root)``: every ``.png/.jpg/.jpeg/.webp/.bmp`` under ``root``, recursively, in
-  sorted order (LSDIR, DIV2K and FFHQ layouts are all "images somewhere below a folder"). Needs
-  no TensorFlow.
+* ``FolderSource(root)``: every image below ``root`` (``adcsr_jax.image_io.list_images``,
+  recursive, sorted; LSDIR, DIV2K and FFHQ layouts are all "images somewhere below a folder").
+  Needs no TensorFlow.
 * ``TfdsSource(data_dir, name)``: a dataset prepared by ``adcsr_jax.data.tfds_builders`` in
   ``array_record`` format, read with ``tfds.data_source`` (random access, no tf.data).
 
-``decode_image`` turns bytes into ``(H, W, 3) uint8`` the way BasicSR's ``imfrombytes``
-(``cv2.IMREAD_COLOR``) would: grey is replicated to RGB, alpha is dropped, CMYK and palette
-images are converted, 16-bit images keep their high byte. Anything PIL cannot decode raises
-``BadImageError`` with the file name, for the pipeline to skip and count.
+The bytes are decoded by ``adcsr_jax.image_io.decode_image_cv2`` (BasicSR's ``imfrombytes``).
 """
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-from PIL import Image
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-class BadImageError(ValueError):
-    """An image file that cannot be decoded (truncated, corrupt, unsupported, too small)."""
+from adcsr_jax.image_io import IMAGE_SUFFIXES, list_images
 
 
 class Source(Protocol):
@@ -39,28 +26,16 @@ class Source(Protocol):
     def read(self, index: int) -> bytes: ...
 
 
-def list_images(root: str | os.PathLike) -> list[str]:
-    """Relative paths of all images below ``root`` (recursive, sorted, hidden files skipped)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in filenames:
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
-                out.append(os.path.relpath(os.path.join(dirpath, f), root))
-    return sorted(out)
-
-
 class FolderSource:
-    """All images below a folder (see ``list_images``)."""
+    """All images below a folder (``image_io.list_images(root, recursive=True)``)."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self.files = list_images(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {root} does not exist")
+        self.files = [str(p.relative_to(self.root)) for p in list_images(root, recursive=True)]
         if not self.files:
-            raise FileNotFoundError(f"no {'/'.join(IMAGE_EXTENSIONS)} images below {root}")
+            raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images below {root}")
 
     def __len__(self) -> int:
         return len(self.files)
@@ -104,43 +79,3 @@ def make_source(spec: str | os.PathLike) -> Source:
         parts = spec[5:].split(":")
         return TfdsSource(parts[0], *(parts[1:2] or []))
     return FolderSource(spec)
-
-
-def decode_image(data: bytes, name: str = "<bytes>", min_size: int = 8) -> np.ndarray:
-    """Bytes of a png/jpg/webp/bmp -> ``(H, W, 3) uint8`` RGB; ``BadImageError`` if impossible."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            im.load()
-    except Exception as e:  # PIL raises many types for broken files
-        raise BadImageError(f"{name}: cannot decode ({type(e).__name__}: {e})") from e
-    arr = _to_rgb8(im, name)
-    if min(arr.shape[:2]) < min_size:
-        raise BadImageError(f"{name}: {arr.shape[1]}x{arr.shape[0]} is smaller than {min_size} px")
-    return arr
-
-
-def _to_rgb8(im: Image.Image, name: str) -> np.ndarray:
-    mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        a = np.asarray(im).astype(np.int64)
-        # cv2 IMREAD_COLOR keeps the high byte of 16-bit data; 32-bit 'I' is clipped to 16 bits.
-        a = (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    if mode == "F":
-        a = np.clip(np.asarray(im), 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    if mode == "CMYK":
-        return np.asarray(im.convert("RGB"))
-    if mode in ("P", "PA"):
-        im = im.convert("RGBA")
-    if mode != "RGB":
-        try:
-            im = im.convert("RGB")  # L, LA, RGBA, 1, YCbCr, ... (alpha dropped like cv2)
-        except Exception as e:
-            raise BadImageError(f"{name}: unsupported image mode {mode}") from e
-    a = np.asarray(im)
-    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
-        raise BadImageError(f"{name}: unexpected decoded array {a.dtype} {a.shape}")
-    return a

@@ -4,14 +4,15 @@
   (LSDIR's ``0001000/0000001.png``, DIV2K's ``DIV2K_train_HR/0001.png``, FFHQ's
   ``00000/00000.png`` all fit). Features: ``image`` (the encoded bytes, untouched),
   ``filename`` (path relative to ``manual_dir``), ``height``, ``width``. Files PIL cannot decode
-  are skipped at build time with a warning and counted in the builder's ``skipped`` list.
+  are skipped at build time with a warning and listed in the builder's ``skipped``
+  (relative path, reason).
 * ``PairedImages`` (``paired_images``): a test set ``LR/`` + ``HR/`` or ``test_LR/`` +
-  ``test_HR/`` (as ``../shared/data/realsr``), pairs matched by file name (stem). Features:
+  ``test_HR/`` (as ``../shared/data/realsr``), pairs matched by file name (stem, ``image_io.match_pairs``). Features:
   ``lr``, ``hr`` (encoded bytes), ``name``.
 
 Both are written as ``array_record`` by default so ``tfds.data_source`` gives random access
 without tf.data (``sources.TfdsSource``). Images are stored encoded and decoded by
-``sources.decode_image`` at read time (TF's decoders do not read webp, nor CMYK or 16-bit
+``image_io.decode_image_cv2`` at read time (TF's decoders do not read webp, nor CMYK or 16-bit
 like cv2 does). Build with ``build_hr_dataset`` / ``build_paired_dataset`` or
 ``adcsr data prepare``.
 """
@@ -25,14 +26,20 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from adcsr_jax.data.sources import IMAGE_EXTENSIONS, BadImageError, decode_image, list_images
+from adcsr_jax.image_io import (
+    ImageReadError,
+    decode_image_cv2,
+    find_pair_dirs,
+    list_images,
+    match_pairs,
+)
 
 log = logging.getLogger(__name__)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
     """(height, width) after a full decode (catches truncated files at build time)."""
-    arr = decode_image(path.read_bytes(), str(path), min_size=1)
+    arr = decode_image_cv2(path.read_bytes(), str(path), min_size=1)
     return int(arr.shape[0]), int(arr.shape[1])
 
 
@@ -60,41 +67,16 @@ class HrImages(tfds.core.GeneratorBasedBuilder):
         return {"train": self._generate_examples(Path(dl_manager.manual_dir))}
 
     def _generate_examples(self, root: Path):
-        self.skipped: list[str] = []
-        for rel in list_images(root):
-            path = root / rel
+        self.skipped: list[tuple[str, str]] = []
+        for path in list_images(root, recursive=True):
+            rel = str(path.relative_to(root))
             try:
                 h, w = _image_size(path)
-            except (BadImageError, OSError) as e:
+            except (ImageReadError, OSError) as e:
                 log.warning("hr_images: skipping %s (%s)", rel, e)
-                self.skipped.append(rel)
+                self.skipped.append((rel, str(e)))
                 continue
             yield rel, {"image": path.read_bytes(), "filename": rel, "height": h, "width": w}
-
-
-def _pair_dirs(root: Path) -> tuple[Path, Path]:
-    for lr, hr in (("LR", "HR"), ("test_LR", "test_HR"), ("lq", "gt")):
-        if (root / lr).is_dir() and (root / hr).is_dir():
-            return root / lr, root / hr
-    raise FileNotFoundError(f"{root} has neither LR/+HR/ nor test_LR/+test_HR/ (nor lq/+gt/)")
-
-
-def match_pairs(root: str | os.PathLike) -> list[tuple[str, Path, Path]]:
-    """``(name, lr_path, hr_path)`` for every stem present in both folders; errors on strays."""
-    lr_dir, hr_dir = _pair_dirs(Path(root))
-
-    def stems(d: Path) -> dict[str, Path]:
-        return {
-            p.stem: p
-            for p in sorted(d.iterdir())
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-        }
-
-    lr, hr = stems(lr_dir), stems(hr_dir)
-    if set(lr) != set(hr):
-        only_lr, only_hr = sorted(set(lr) - set(hr)), sorted(set(hr) - set(lr))
-        raise ValueError(f"{root}: unmatched LR {only_lr[:5]} / HR {only_hr[:5]}")
-    return [(k, lr[k], hr[k]) for k in sorted(lr)]
 
 
 class PairedImages(tfds.core.GeneratorBasedBuilder):
@@ -122,7 +104,7 @@ class PairedImages(tfds.core.GeneratorBasedBuilder):
         return {"test": self._generate_examples(Path(dl_manager.manual_dir))}
 
     def _generate_examples(self, root: Path):
-        for name, lr, hr in match_pairs(root):
+        for name, lr, hr in match_pairs(*find_pair_dirs(root)):
             yield name, {"lr": lr.read_bytes(), "hr": hr.read_bytes(), "name": name}
 
 
@@ -153,7 +135,7 @@ def read_pairs(data_dir: str | os.PathLike, split: str = "test"):
     for i in range(len(ds)):
         ex = ds[i]
         name = ex["name"].decode() if isinstance(ex["name"], bytes) else str(ex["name"])
-        yield name, decode_image(bytes(ex["lr"]), name), decode_image(bytes(ex["hr"]), name)
+        yield name, decode_image_cv2(bytes(ex["lr"]), name), decode_image_cv2(bytes(ex["hr"]), name)
 
 
 __all__ = [
@@ -161,6 +143,5 @@ __all__ = [
     "PairedImages",
     "build_hr_dataset",
     "build_paired_dataset",
-    "match_pairs",
     "read_pairs",
 ]

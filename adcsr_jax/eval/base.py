@@ -19,9 +19,12 @@ own API in ``adcsr_jax.eval.fid`` and is handled separately by the evaluator.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 # Paper name -> "module:factory". Modules are imported lazily by ``get_metric``.
@@ -62,10 +65,6 @@ class Metric(Protocol):
     def __call__(self, sr: np.ndarray, hr: np.ndarray | None = None) -> np.ndarray: ...
 
 
-class MissingWeightError(FileNotFoundError):
-    """A weight file a metric needs is absent; the message names it and says how to get it."""
-
-
 def check_batch(
     name: str, sr: Any, hr: Any | None, needs_reference: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -78,7 +77,9 @@ def check_batch(
         raise ValueError(f"{name}: sr must be an NHWC RGB batch (N, H, W, 3), got shape {sr.shape}")
     if hr is None:
         if needs_reference:
-            raise ValueError(f"{name} is a full-reference metric: pass hr of shape {sr.shape}")
+            raise ValueError(
+                f"{name} is a full-reference metric: it needs HR images of shape {sr.shape}"
+            )
         return sr, None
     hr = np.asarray(hr, dtype=np.float32)
     if hr.shape != sr.shape:
@@ -86,6 +87,39 @@ def check_batch(
             f"{name}: sr and hr must have the same shape, got {sr.shape} and {hr.shape}"
         )
     return sr, hr
+
+
+def batched_scores(
+    fn: Callable[..., Any], params: Any, images: np.ndarray, batch_size: int, *extra: Any
+) -> np.ndarray:
+    """``fn(params, batch, *extra)`` over ``images`` in chunks of ``batch_size``, as float64."""
+    out = [
+        np.asarray(fn(params, jnp.asarray(images[i : i + batch_size]), *extra))
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out).astype(np.float64)
+
+
+class LearnedNoReference:
+    """Base of the learned no-reference metrics (MUSIQ, MANIQA, CLIP-IQA): higher is better.
+
+    Subclasses set ``name`` and call ``super().__init__(params, batch_size, fn, *extra)`` with a
+    jitted ``fn(params, batch, *extra) -> (N,)``; a call scores ``sr`` ``batch_size`` at a time.
+    """
+
+    name = ""
+    higher_is_better = True
+    needs_reference = False
+
+    def __init__(self, params: Any, batch_size: int, fn: Callable[..., Any], *extra: Any) -> None:
+        self.params = jax.tree_util.tree_map(jnp.asarray, params)
+        self.batch_size = batch_size
+        self._fn = fn
+        self._extra = extra
+
+    def __call__(self, sr: np.ndarray, hr: np.ndarray | None = None) -> np.ndarray:
+        sr, _ = check_batch(self.name, sr, None, self.needs_reference)
+        return batched_scores(self._fn, self.params, sr, self.batch_size, *self._extra)
 
 
 def available_metrics() -> list[str]:

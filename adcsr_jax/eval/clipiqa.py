@@ -13,24 +13,21 @@ Pipeline (pyiqa ``CLIPIQA.forward``, ``model_type='clipiqa'``, backbone RN50, po
 4. logits = exp(logit_scale) * cos(image, text); softmax over each (positive, negative) pair;
    score = mean over the 5 pairs of the positive probability.
 
-Weights: OpenAI ``RN50.pt`` (TorchScript archive), by ``weights_path=`` or
-``$ADCSR_CLIP_RN50_WEIGHTS``.
+The encoders are ``adcsr_jax.models.clip``. Weights: OpenAI ``RN50.pt`` (TorchScript archive), by
+``weights_path=``, ``--clipiqa-weights`` or ``$ADCSR_CLIP_RN50_WEIGHTS``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from adcsr_jax.eval._iqa_layers import HIGHEST, BatchNorm, avg_pool, conv, dense, layer_norm
-from adcsr_jax.eval._iqa_util import batched_scores, resolve_weight_file
-from adcsr_jax.eval.base import check_batch
+from adcsr_jax.eval.base import LearnedNoReference
+from adcsr_jax.models.clip import HIGHEST, CLIPConfig, encode_image, encode_text
+from adcsr_jax.weights.errors import resolve_weight_file
 
 ENV_VAR = "ADCSR_CLIP_RN50_WEIGHTS"
 FILENAME = "RN50.pt"
@@ -50,222 +47,6 @@ PROMPTS = (
     "Noise-free image",
     "noisy image",
 )
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclasses.dataclass(frozen=True)
-class CLIPConfig:
-    """CLIP shape (defaults = RN50), as pyiqa's ``build_model`` reads it off a state dict."""
-
-    embed_dim: int = 1024
-    vision_layers: tuple[int, int, int, int] = (3, 4, 6, 3)
-    vision_width: int = 64
-    image_resolution: int = 224  # only sizes the unused attention-pool positional embedding
-    context_length: int = 77
-    vocab_size: int = 49408
-    transformer_width: int = 512
-    transformer_heads: int = 8
-    transformer_layers: int = 12
-
-    @property
-    def vision_heads(self) -> int:
-        return self.vision_width * 32 // 64
-
-    @classmethod
-    def from_state_dict_shapes(cls, shapes: dict[str, tuple[int, ...]]) -> CLIPConfig:
-        """pyiqa ``build_model`` rules for a ModifiedResNet CLIP."""
-        layers = tuple(
-            len({k.split(".")[2] for k in shapes if k.startswith(f"visual.layer{b}.")})
-            for b in (1, 2, 3, 4)
-        )
-        grid = round((shapes["visual.attnpool.positional_embedding"][0] - 1) ** 0.5)
-        width = shapes["ln_final.weight"][0]
-        return cls(
-            embed_dim=shapes["text_projection"][1],
-            vision_layers=layers,  # type: ignore[arg-type]
-            vision_width=shapes["visual.layer1.0.conv1.weight"][0],
-            image_resolution=grid * 32,
-            context_length=shapes["positional_embedding"][0],
-            vocab_size=shapes["token_embedding.weight"][0],
-            transformer_width=width,
-            transformer_heads=width // 64,
-            transformer_layers=len(
-                {k.split(".")[2] for k in shapes if k.startswith("transformer.resblocks.")}
-            ),
-        )
-
-
-# ----------------------------------------------------------------------------- image tower
-
-
-class CLIPBottleneck(nn.Module):
-    planes: int
-    stride: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        out = nn.relu(BatchNorm(name="bn1")(conv(self.planes, 1, "conv1", use_bias=False)(x)))
-        out = nn.relu(
-            BatchNorm(name="bn2")(conv(self.planes, 3, "conv2", padding=1, use_bias=False)(out))
-        )
-        out = avg_pool(out, self.stride)
-        out = BatchNorm(name="bn3")(conv(self.planes * 4, 1, "conv3", use_bias=False)(out))
-        identity = x
-        if self.stride > 1 or x.shape[-1] != self.planes * 4:
-            identity = avg_pool(x, self.stride)
-            identity = conv(self.planes * 4, 1, "downsample_0", use_bias=False)(identity)
-            identity = BatchNorm(name="downsample_1")(identity)
-        return nn.relu(out + identity)
-
-
-class AttentionPool2d(nn.Module):
-    """CLIP attention pooling of the mean token over all tokens (no positional embedding)."""
-
-    heads: int
-    output_dim: int
-    spacial_dim: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        n, h, w, c = x.shape
-        # Present in the checkpoint; pyiqa's CLIP-IQA calls with pos_embedding=False so it is unused.
-        self.param(
-            "positional_embedding", nn.initializers.normal(c**-0.5), (self.spacial_dim**2 + 1, c)
-        )
-        tokens = x.reshape(n, h * w, c)
-        tokens = jnp.concatenate([tokens.mean(axis=1, keepdims=True), tokens], axis=1)
-        hd = c // self.heads
-        q = dense(c, "q_proj")(tokens[:, :1]).reshape(n, 1, self.heads, hd)
-        k = dense(c, "k_proj")(tokens).reshape(n, -1, self.heads, hd)
-        v = dense(c, "v_proj")(tokens).reshape(n, -1, self.heads, hd)
-        attn = jax.nn.softmax(jnp.einsum("nqhd,nkhd->nhqk", q, k, precision=HIGHEST) * hd**-0.5, -1)
-        out = jnp.einsum("nhqk,nkhd->nqhd", attn, v, precision=HIGHEST).reshape(n, c)
-        return dense(self.output_dim, "c_proj")(out)
-
-
-class ModifiedResNet(nn.Module):
-    cfg: CLIPConfig
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        c = self.cfg
-        w = c.vision_width
-        x = nn.relu(
-            BatchNorm(name="bn1")(conv(w // 2, 3, "conv1", stride=2, padding=1, use_bias=False)(x))
-        )
-        x = nn.relu(BatchNorm(name="bn2")(conv(w // 2, 3, "conv2", padding=1, use_bias=False)(x)))
-        x = nn.relu(BatchNorm(name="bn3")(conv(w, 3, "conv3", padding=1, use_bias=False)(x)))
-        x = avg_pool(x, 2)
-        for li, (blocks, mult) in enumerate(zip(c.vision_layers, (1, 2, 4, 8), strict=True)):
-            for bi in range(blocks):
-                stride = 2 if (li > 0 and bi == 0) else 1
-                x = CLIPBottleneck(w * mult, stride, name=f"layer{li + 1}_{bi}")(x)
-        return AttentionPool2d(
-            c.vision_heads, c.embed_dim, c.image_resolution // 32, name="attnpool"
-        )(x)
-
-
-# ----------------------------------------------------------------------------- text tower
-
-
-class ResidualAttentionBlock(nn.Module):
-    heads: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-        b, n, d = x.shape
-        hd = d // self.heads
-        y = layer_norm(1e-5, "ln_1")(x)
-        attn_p = _MHAParams(d, name="attn")()
-        qkv = (
-            jnp.einsum("bnd,ed->bne", y, attn_p["in_proj_weight"], precision=HIGHEST)
-            + attn_p["in_proj_bias"]
-        )
-        q, k, v = (t.reshape(b, n, self.heads, hd) for t in jnp.split(qkv, 3, axis=-1))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=HIGHEST) * hd**-0.5 + mask
-        out = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, -1), v, precision=HIGHEST)
-        out = (
-            jnp.einsum("bnd,ed->bne", out.reshape(b, n, d), attn_p["out_w"], precision=HIGHEST)
-            + attn_p["out_b"]
-        )
-        x = x + out
-        y = layer_norm(1e-5, "ln_2")(x)
-        y = dense(4 * d, "mlp_c_fc")(y)
-        y = y * jax.nn.sigmoid(1.702 * y)  # QuickGELU
-        return x + dense(d, "mlp_c_proj")(y)
-
-
-class _MHAParams(nn.Module):
-    """torch ``nn.MultiheadAttention`` parameters in torch layout (in_proj (3d, d), out_proj)."""
-
-    dim: int
-
-    @nn.compact
-    def __call__(self) -> dict[str, jax.Array]:
-        d = self.dim
-        init = nn.initializers.normal(d**-0.5)
-        out_p = _Linear(d, name="out_proj")()
-        return {
-            "in_proj_weight": self.param("in_proj_weight", init, (3 * d, d)),
-            "in_proj_bias": self.param("in_proj_bias", nn.initializers.zeros, (3 * d,)),
-            "out_w": out_p[0],
-            "out_b": out_p[1],
-        }
-
-
-class _Linear(nn.Module):
-    """A Dense's params exposed in torch layout ((out, in) as ``kernel.T``)."""
-
-    dim: int
-
-    @nn.compact
-    def __call__(self) -> tuple[jax.Array, jax.Array]:
-        k = self.param("kernel", nn.initializers.normal(self.dim**-0.5), (self.dim, self.dim))
-        b = self.param("bias", nn.initializers.zeros, (self.dim,))
-        return k.T, b
-
-
-class TextEncoder(nn.Module):
-    """CLIP text transformer: tokens (N, 77) -> projected EOT feature (N, embed_dim)."""
-
-    cfg: CLIPConfig
-
-    @nn.compact
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        c = self.cfg
-        emb = self.param(
-            "token_embedding", nn.initializers.normal(0.02), (c.vocab_size, c.transformer_width)
-        )
-        pos = self.param(
-            "positional_embedding",
-            nn.initializers.normal(0.01),
-            (c.context_length, c.transformer_width),
-        )
-        x = emb[tokens] + pos
-        n = c.context_length
-        mask = jnp.where(jnp.triu(jnp.ones((n, n), bool), 1), -jnp.inf, 0.0)
-        for i in range(c.transformer_layers):
-            x = ResidualAttentionBlock(c.transformer_heads, name=f"resblocks_{i}")(x, mask)
-        x = layer_norm(1e-5, "ln_final")(x)
-        eot = x[jnp.arange(x.shape[0]), jnp.argmax(tokens, axis=-1)]
-        proj = self.param(
-            "text_projection", nn.initializers.normal(0.02), (c.transformer_width, c.embed_dim)
-        )
-        return jnp.dot(eot, proj, precision=HIGHEST)
-
-
-# ----------------------------------------------------------------------------- CLIP-IQA
-
-
-def encode_image(params: Any, images: jax.Array, cfg: CLIPConfig) -> jax.Array:
-    """[0, 1] NHWC batch -> CLIP image features (N, embed_dim), CLIP mean/std applied."""
-    x = (images - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
-    return ModifiedResNet(cfg).apply({"params": params["visual"]}, x)
-
-
-def encode_text(params: Any, tokens: jax.Array, cfg: CLIPConfig) -> jax.Array:
-    return TextEncoder(cfg).apply({"params": params["text"]}, tokens)
 
 
 def clipiqa_scores(
@@ -280,24 +61,10 @@ def clipiqa_scores(
     return probs[..., 0].mean(axis=1)
 
 
-def init_params(cfg: CLIPConfig, seed: int = 0) -> dict[str, Any]:
-    """Random params of the right structure: {'visual', 'text', 'logit_scale'}."""
-    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    x = jnp.zeros((1, 64, 64, 3), jnp.float32)
-    tokens = jnp.zeros((1, cfg.context_length), jnp.int32)
-    return {
-        "visual": ModifiedResNet(cfg).init(k1, x)["params"],
-        "text": TextEncoder(cfg).init(k2, tokens)["params"],
-        "logit_scale": jnp.asarray(np.log(1 / 0.07), jnp.float32),
-    }
-
-
-class CLIPIQA:
+class CLIPIQA(LearnedNoReference):
     """CLIP-IQA metric object (``adcsr_jax.eval.base.Metric``): higher is better, no reference."""
 
     name = "clipiqa"
-    higher_is_better = True
-    needs_reference = False
 
     def __init__(
         self,
@@ -306,20 +73,14 @@ class CLIPIQA:
         batch_size: int = 8,
         vocab_path: str | None = None,
     ) -> None:
-        from adcsr_jax.eval._clip_tokenizer import ClipTokenizer
+        from adcsr_jax.models.clip_tokenizer import ClipTokenizer
 
         self.cfg = cfg
-        self.params = jax.tree_util.tree_map(jnp.asarray, params)
-        self.batch_size = batch_size
+        params = jax.tree_util.tree_map(jnp.asarray, params)
         tokens = ClipTokenizer(vocab_path).tokenize(list(PROMPTS), cfg.context_length)
-        self.text_features = jax.jit(partial(encode_text, cfg=cfg))(
-            self.params, jnp.asarray(tokens)
-        )
-        self._fn = jax.jit(partial(clipiqa_scores, cfg=cfg))
-
-    def __call__(self, sr: np.ndarray, hr: np.ndarray | None = None) -> np.ndarray:
-        sr, _ = check_batch(self.name, sr, None, self.needs_reference)
-        return batched_scores(self._fn, self.params, sr, self.batch_size, self.text_features)
+        self.text_features = jax.jit(partial(encode_text, cfg=cfg))(params, jnp.asarray(tokens))
+        fn = jax.jit(partial(clipiqa_scores, cfg=cfg))
+        super().__init__(params, batch_size, fn, self.text_features)
 
 
 def create(

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adcsr_jax.eval.backbones import Params, l2_pool, vgg16_features
 from adcsr_jax.eval.base import check_batch
+from adcsr_jax.models.backbones import Params, l2_pool, vgg16_features
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -1,8 +1,10 @@
 """Evaluate a folder of super-resolved images: per-image metrics, FID, tables, CLU summaries.
 
-``evaluate`` is the one entry point, used by ``adcsr eval`` and by training's evaluation step:
+``evaluate`` is the one entry point (``adcsr eval`` calls it):
 
 1. pair SR and HR images by file name (clear error for unmatched names or different sizes);
+   a file that cannot be read is skipped and reported in ``EvalResult.failed`` (as ``adcsr infer``
+   reports its inputs);
 2. stream the pairs in fixed-size batches (the last batch padded, so each jitted metric compiles
    once) through every per-image metric of ``adcsr_jax.eval.base.REGISTRY``;
 3. FID over the two folders (pyiqa's folder-vs-folder "clean" FID);
@@ -24,21 +26,69 @@ from typing import Any
 
 import numpy as np
 
-from adcsr_jax.eval.base import PAPER_METRICS, Metric, MissingWeightError, get_metric
-from adcsr_jax.eval.images import Pair, list_images, load_image, match_pairs
+from adcsr_jax.eval.base import PAPER_METRICS, Metric, get_metric
 from adcsr_jax.eval.report import write_per_image, write_summary
+from adcsr_jax.image_io import (
+    ImageReadError,
+    PairingError,
+    image_size,
+    list_images,
+    match_pairs,
+    read_image_pyiqa,
+)
+from adcsr_jax.weights.errors import MissingWeightError
 
 NUM_GRID_IMAGES = 4
 
 
+@dataclass(frozen=True)
+class Pair:
+    """An SR image and its HR reference (``hr`` None for no-reference evaluation)."""
+
+    name: str
+    sr: Path
+    hr: Path | None
+
+
+def pair_images(
+    sr_dir: str | Path, hr_dir: str | Path | None, check_sizes: bool = True
+) -> list[Pair]:
+    """SR and HR images paired by file stem (``image_io.match_pairs``); sizes must agree.
+
+    Raises ``PairingError`` for an empty SR folder, unmatched names, or pairs of different size.
+    """
+    if not list_images(sr_dir):
+        raise PairingError(f"no images in {sr_dir}")
+    if hr_dir is None:
+        return [Pair(p.stem, p, None) for p in list_images(sr_dir)]
+    pairs = [Pair(name, sr, hr) for name, sr, hr in match_pairs(sr_dir, hr_dir)]
+    if check_sizes:
+        bad = []
+        for p in pairs:
+            try:
+                sizes = image_size(p.sr), image_size(p.hr)
+            except ImageReadError:
+                continue  # unreadable: skipped and reported by ``evaluate``
+            if sizes[0] != sizes[1]:
+                bad.append(f"{p.name}: sr {sizes[0]} vs hr {sizes[1]}")
+        if bad:
+            raise PairingError(f"{len(bad)} pairs differ in size: " + "; ".join(bad[:5]))
+    return pairs
+
+
 @dataclass
 class EvalResult:
-    """Per-image scores, the summary (means and FID), and metrics skipped with their reason."""
+    """Per-image scores, the summary (means and FID), metrics skipped and files that failed.
+
+    ``failed`` lists ``(path, reason)`` for every image that could not be read; its pair is left
+    out of every metric.
+    """
 
     per_image: dict[str, dict[str, float]]
     summary: dict[str, float]
     skipped: dict[str, str] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
 
     def row(self, dataset: str = "", method: str = "") -> dict[str, Any]:
         """One row of the summary table."""
@@ -61,23 +111,39 @@ def _build_metrics(
             continue
         if metric.needs_reference and not hr:
             if explicit:
-                raise ValueError(f"{name} needs HR references: pass hr_dir")
+                raise ValueError(f"{name} needs HR references: give the HR folder (--hr)")
             skipped[name] = "needs HR references"
             continue
         metrics.append(metric)
     return metrics, skipped
 
 
-def _batches(pairs: list[Pair], batch_size: int):
-    """Pairs grouped by image size, in order, ``batch_size`` at a time."""
-    from adcsr_jax.eval.images import image_size
+def _batches(pairs: list[Pair], batch_size: int, failed: list[tuple[Path, str]]):
+    """Pairs grouped by image size, in order, ``batch_size`` at a time, as decoded arrays.
 
+    Yields ``(pairs, sr, hr)``; a pair whose SR or HR file cannot be read goes to ``failed``.
+    """
     by_size: dict[tuple[int, int], list[Pair]] = {}
     for pair in pairs:
-        by_size.setdefault(image_size(pair.sr), []).append(pair)
+        try:
+            by_size.setdefault(image_size(pair.sr), []).append(pair)
+        except ImageReadError as e:
+            failed.append((e.path, e.reason))
     for group in by_size.values():
         for start in range(0, len(group), batch_size):
-            yield group[start : start + batch_size]
+            ok, srs, hrs = [], [], []
+            for pair in group[start : start + batch_size]:
+                try:
+                    sr = read_image_pyiqa(pair.sr)
+                    hr = None if pair.hr is None else read_image_pyiqa(pair.hr)
+                except ImageReadError as e:
+                    failed.append((e.path, e.reason))
+                    continue
+                ok.append(pair)
+                srs.append(sr)
+                hrs.append(hr)
+            if ok:
+                yield ok, np.stack(srs), None if hrs[0] is None else np.stack(hrs)
 
 
 def _pad(batch: np.ndarray, size: int) -> np.ndarray:
@@ -87,14 +153,20 @@ def _pad(batch: np.ndarray, size: int) -> np.ndarray:
 
 
 def _grid(lr: Path | None, sr: np.ndarray, hr: np.ndarray | None) -> np.ndarray:
-    """LR (nearest-upscaled to SR size) | SR | HR side by side, HWC float in [0, 1]."""
-    from PIL import Image
+    """LR (nearest-upscaled to SR size) | SR | HR side by side, HWC float in [0, 1].
 
+    An unreadable LR image (only used for the picture) leaves its panel out.
+    """
     panels = []
     if lr is not None:
-        with Image.open(lr) as img:
-            up = img.convert("RGB").resize((sr.shape[1], sr.shape[0]), Image.NEAREST)
-        panels.append(np.asarray(up, np.float32) / 255.0)
+        try:
+            small = read_image_pyiqa(lr)
+        except ImageReadError:
+            small = None
+        if small is not None:
+            rows = np.arange(sr.shape[0]) * small.shape[0] // sr.shape[0]
+            cols = np.arange(sr.shape[1]) * small.shape[1] // sr.shape[1]
+            panels.append(small[rows][:, cols])
     panels.append(sr)
     if hr is not None:
         panels.append(hr)
@@ -141,22 +213,24 @@ def evaluate(
 
     explicit = metrics is not None
     names = [m.lower() for m in (metrics or PAPER_METRICS)]
-    pairs = match_pairs(sr_dir, hr_dir)
+    pairs = pair_images(sr_dir, hr_dir)
     lr_paths = _lr_paths(Path(lr_dir) if lr_dir else None, [p.name for p in pairs])
     models, skipped = _build_metrics(
         names, explicit, hr_dir is not None, weights_dir, metric_opts or {}
     )
     if "fid" in names and hr_dir is None:
         if explicit:
-            raise ValueError("fid compares two folders: pass hr_dir")
+            raise ValueError("fid compares two folders: give the HR folder (--hr)")
         skipped["fid"] = "needs HR references"
 
-    per_image: dict[str, dict[str, float]] = {p.name: {} for p in pairs}
+    failed: list[tuple[Path, str]] = []
+    per_image: dict[str, dict[str, float]] = {}
     grids: list[np.ndarray] = []
-    batches = list(_batches(pairs, batch_size))
-    for batch in tqdm(batches, desc="metrics", unit="batch", disable=not progress):
-        sr = _pad(np.stack([load_image(p.sr) for p in batch]), batch_size)
-        hr = _pad(np.stack([load_image(p.hr) for p in batch]), batch_size) if hr_dir else None
+    batches = _batches(pairs, batch_size, failed)
+    for batch, sr, hr in tqdm(batches, desc="metrics", unit="batch", disable=not progress):
+        sr, hr = _pad(sr, batch_size), None if hr is None else _pad(hr, batch_size)
+        for pair in batch:
+            per_image[pair.name] = {}
         for metric in models:
             scores = np.asarray(metric(sr, hr if metric.needs_reference else None))
             for pair, score in zip(batch, scores[: len(batch)]):
@@ -164,6 +238,10 @@ def evaluate(
         for i, pair in enumerate(batch):
             if len(grids) < NUM_GRID_IMAGES:
                 grids.append(_grid(lr_paths.get(pair.name), sr[i], None if hr is None else hr[i]))
+    if not per_image:
+        raise PairingError(
+            f"no readable images in {sr_dir}: " + "; ".join(r for _, r in failed[:3])
+        )
 
     summary = {m.name: float(np.mean([v[m.name] for v in per_image.values()])) for m in models}
     if "fid" in names and hr_dir is not None:
@@ -177,11 +255,13 @@ def evaluate(
             skipped["fid"] = str(err)
         else:
             wrap = (lambda it: tqdm(it, desc="fid", unit="batch")) if progress else None
-            feats_sr = extractor.files([p.sr for p in pairs], wrap)
-            feats_hr = extractor.files(list_images(hr_dir), wrap)
+            bad = {path for path, _ in failed}
+            good = [p for p in pairs if p.name in per_image]
+            feats_sr = extractor.files([p.sr for p in good], wrap)
+            feats_hr = extractor.files([p for p in list_images(hr_dir) if p not in bad], wrap)
             summary["fid"] = fid_from_features(feats_sr, feats_hr)
 
-    result = EvalResult(per_image, summary, skipped)
+    result = EvalResult(per_image, summary, skipped, failed=failed)
     columns = [m for m in names if m in summary or m in skipped]
     if workdir is not None:
         folder = Path(workdir)

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from adcsr_jax.eval.images import list_images
-from adcsr_jax.eval.inception import inception_features, prepare_params
+from adcsr_jax.image_io import list_images
+from adcsr_jax.models.inception import inception_features, prepare_params
 
 FID_SIZE = 299
 

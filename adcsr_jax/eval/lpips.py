@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adcsr_jax.eval.backbones import Params, alexnet_features, vgg16_features
 from adcsr_jax.eval.base import check_batch
+from adcsr_jax.models.backbones import Params, alexnet_features, vgg16_features
 
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)

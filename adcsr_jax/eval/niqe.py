@@ -21,12 +21,22 @@ from jax.scipy.special import gammaln
 
 from adcsr_jax.eval.base import check_batch
 from adcsr_jax.eval.color import rgb_to_y255_rounded
-from adcsr_jax.eval.matlab import fspecial_gaussian, imresize_matrix
+from adcsr_jax.resize import imresize_matrix
 
 BLOCK = 96
 # pyiqa's torch.arange(0.2, 10 + 0.001, 0.001) is float32, then cast to the image dtype.
 _GAMMA = (0.2 + 0.001 * np.arange(9801)).astype(np.float32).astype(np.float64)
 _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
+
+
+def fspecial_gaussian(size: int, sigma: float) -> np.ndarray:
+    """MATLAB ``fspecial('gaussian', size, sigma)``, rounded through float32 as pyiqa stores it."""
+    m = (size - 1.0) / 2.0
+    y, x = np.ogrid[-m : m + 1, -m : m + 1]
+    h = np.exp(-(x * x + y * y) / (2.0 * sigma * sigma))
+    h[h < np.finfo(h.dtype).eps * h.max()] = 0
+    h /= h.sum()
+    return h.astype(np.float32).astype(np.float64)
 
 
 def _aggd(block: jnp.ndarray, gam: jnp.ndarray):

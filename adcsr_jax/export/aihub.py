@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from adcsr_jax.errors import UserError
+
 TOKEN_HELP = (
     "Qualcomm AI Hub needs an API token: sign in at https://app.aihub.qualcomm.com, copy the "
     "token from Account -> Settings -> API Token, then run\n"
@@ -29,7 +31,7 @@ TOKEN_HELP = (
 RUNTIMES = ("tflite", "qnn_context_binary", "qnn_dlc", "onnx", "precompiled_qnn_onnx")
 
 
-class AIHubConfigError(RuntimeError):
+class AIHubConfigError(UserError, RuntimeError):
     """AI Hub is not configured (no token) or rejected the request as a user error."""
 
 

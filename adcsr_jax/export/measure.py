@@ -2,7 +2,7 @@
 
 ``python -m adcsr_jax.export.measure --format tflite --model m.tflite --shape 1,128,128,3``
 prints ``{"latency_ms": median, "memory_mb": peak RSS - RSS after importing the runtime}``.
-Run by :func:`adcsr_jax.export.report.measure_runtime`.
+Run by :func:`adcsr_jax.export.benchmark.measure_runtime`.
 """
 
 from __future__ import annotations

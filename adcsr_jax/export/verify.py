@@ -56,7 +56,7 @@ def compare(reference: np.ndarray, output: np.ndarray, peak: float | None = None
     return Accuracy(max_abs, max_abs / span, psnr, int(reference.shape[0]))
 
 
-def evaluate(
+def compare_runs(
     run_exported: Callable[[np.ndarray], np.ndarray],
     run_jax: Callable[[np.ndarray], np.ndarray],
     images: Sequence[np.ndarray],
@@ -98,4 +98,4 @@ def int8_weight_floor(
 
     fn = jax.jit(apply_fn)
     rounded = round_weights_int8(params)
-    return evaluate(lambda x: fn(rounded, x), lambda x: fn(params, x), images)
+    return compare_runs(lambda x: fn(rounded, x), lambda x: fn(params, x), images)

@@ -23,7 +23,7 @@ def logical_axes(module: nn.Module, *example_args: Any, method: Any = None, **kw
     return nn.get_partition_spec(abstract)["params"]
 
 
-def abstract_params(
+def abstract_params_of(
     module: nn.Module, *example_args: Any, method: Any = None, **kwargs: Any
 ) -> Any:
     """Plain tree of ``jax.ShapeDtypeStruct`` of ``module``'s params (no allocation)."""
@@ -48,7 +48,7 @@ __all__ = [
     "UNetConfig",
     "UnsupportedConfigError",
     "VAEConfig",
-    "abstract_params",
+    "abstract_params_of",
     "init_params",
     "logical_axes",
 ]

@@ -1,4 +1,4 @@
-"""The AdcSR student: LR image -> x4 SR image in one pass (SPEC Part I section 3).
+"""The AdcSR student: LR image -> x4 SR image in one pass (AdcSR ``model.py: Net``, ``test.py``).
 
 Dataflow (NHWC, images in [-1, 1]):
 

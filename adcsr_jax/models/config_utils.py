@@ -8,8 +8,10 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from adcsr_jax.errors import UserError
 
-class UnsupportedConfigError(ValueError):
+
+class UnsupportedConfigError(UserError, ValueError):
     """A (diffusers) config asks for something these networks do not implement."""
 
 

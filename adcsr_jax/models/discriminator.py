@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from adcsr_jax.models import abstract_params, init_params, logical_axes
+from adcsr_jax.models import abstract_params_of, init_params, logical_axes
 from adcsr_jax.models.adcsr import random_params
 from adcsr_jax.models.unet import UNet2D, UNetConfig
 from adcsr_jax.nn.lora import (
@@ -141,7 +141,7 @@ def tiled_conv_in(kernel: Any, factor: int) -> Any:
 
 
 def _sd_template(config: DiscriminatorConfig) -> Any:
-    return abstract_params(UNet2D(config.unet), *_example_inputs(config.unet))
+    return abstract_params_of(UNet2D(config.unet), *_example_inputs(config.unet))
 
 
 def _check_sd(config: DiscriminatorConfig, params: Mapping[str, Any]) -> None:

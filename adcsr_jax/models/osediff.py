@@ -1,6 +1,6 @@
 """The OSEDiff teacher: one denoising step of SD 2.1-base (LoRA merged) from a bicubic-upscaled LR.
 
-Dataflow (NHWC, images in [-1, 1]; SPEC Part I sections 2 and 4.2):
+Dataflow (NHWC, images in [-1, 1]; cswry/OSEDiff ``osediff.py: OSEDiff_test``):
 
     LR (B,H,W,3) -> torch-exact bicubic x4 -> VAE encoder -> mean (or a sample with a key)
     x 0.18215 = z -> UNet(z, t=999, text (B,77,1024)) = eps
@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adcsr_jax.imageops import bicubic_resize
 from adcsr_jax.models.config_utils import dtype_name
 from adcsr_jax.models.unet import UNet2D, UNetConfig
 from adcsr_jax.models.vae import AutoencoderKL, Decoder, VAEConfig, sample_latent
+from adcsr_jax.resize import bicubic_resize
 
 HALF_DECODER = VAEConfig(block_out_channels=(64, 128, 256, 256))
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adcsr_jax.eval._clip_tokenizer import (
+from adcsr_jax.models.clip_tokenizer import (
     ClipTokenizer,
     bytes_to_unicode,
     default_vocab_path,

@@ -48,6 +48,36 @@ def _chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, c
     return jnp.stack(heads, axis=2)
 
 
+def scaled_dot_product(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    scale: float | None = None,
+    bias: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    mask_value: float = -1e3,
+    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST,
+) -> jax.Array:
+    """``softmax(q k^T * scale + bias) v`` on ``(B, T, heads, D)`` tokens, at full fp32 precision.
+
+    The attention of torch ``nn.MultiheadAttention`` and timm's ``Attention`` / ``WindowAttention``
+    as the metric networks (MUSIQ, MANIQA, CLIP) use it: ``scale`` defaults to ``D ** -0.5``;
+    ``bias`` (broadcast to ``(B, heads, Tq, Tk)``) is added to the logits (relative positions,
+    shifted-window or causal masks); ``mask`` (same broadcast, True = keep) replaces the other
+    logits by ``mask_value`` (MUSIQ's ``masked_fill(mask == 0, -1e3)``). Returns
+    ``(B, Tq, heads, D)``.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=precision) * scale
+    if bias is not None:
+        logits = logits + bias
+    if mask is not None:
+        logits = jnp.where(mask, logits, mask_value)
+    weights = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v, precision=precision)
+
+
 def multi_head_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, heads: int, query_chunk: int | None = None
 ) -> jax.Array:

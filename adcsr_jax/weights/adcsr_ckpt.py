@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from adcsr_jax.models.adcsr import AdcSR, AdcSRConfig
+from adcsr_jax.models.adcsr import AdcSR, AdcSRConfig, abstract_params
 from adcsr_jax.weights.errors import CheckpointMismatchError, CheckpointReadError
 from adcsr_jax.weights.io import read_safetensors, read_state_dict
 from adcsr_jax.weights.loaders import (
@@ -45,27 +45,11 @@ _UNET_BODY = {**{k: f"down_blocks.{k}." for k in range(4)}, 4: "mid_block.",
               11: "conv_out."}  # fmt: skip
 
 
-def abstract_template(module: Any, *args: Any, method: Any = None) -> Any:
-    """Abstract (shape-only) params of ``module.init(*args)``; ``args`` may be ShapeDtypeStructs."""
-    import flax.linen as nn
-
-    def init(*xs: Any) -> Any:
-        return module.init(jax.random.key(0), *xs, method=method)
-
-    return nn.meta.unbox(jax.eval_shape(init, *args))["params"]
-
-
-def student_template(config: AdcSRConfig) -> Any:
-    """Abstract params of :class:`AdcSR` (``{'unet', 'mid_block', 'decoder'}``)."""
-    x = jax.ShapeDtypeStruct((1, 32, 32, config.image_channels), jnp.float32)
-    return abstract_template(AdcSR(config), x)
-
-
 def student_params_from_torch(
     state_dict: Mapping[str, np.ndarray], config: AdcSRConfig, *, source: str = "state dict"
 ) -> dict[str, Any]:
     """Student params (fp32 numpy) from ``unet.*`` / ``mid_block.*`` / ``decoder.*`` torch names."""
-    return params_from_torch(state_dict, student_template(config), source=source, target="AdcSR")
+    return params_from_torch(state_dict, abstract_params(config), source=source, target="AdcSR")
 
 
 def read_net_params(
@@ -218,5 +202,5 @@ def load_student(
     if dtype is not None:
         config = config.replace(dtype=jnp.dtype(dtype).name)
     params = read_converted_params(directory)
-    check_params(params, student_template(config), str(Path(directory) / CONVERTED_PARAMS), KIND)
+    check_params(params, abstract_params(config), str(Path(directory) / CONVERTED_PARAMS), KIND)
     return AdcSR(config), jax.tree.map(jnp.asarray, params), config

@@ -1,15 +1,19 @@
-"""Errors raised while reading or fitting checkpoints; each names the file and every problem."""
+"""Errors raised while finding, reading or fitting checkpoints; each names the file and every problem."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
+
+from adcsr_jax.errors import UserError
 
 
-class CheckpointReadError(OSError):
+class CheckpointReadError(UserError, OSError):
     """A checkpoint file is missing, unreadable, truncated or in an unknown format."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """A state dict does not fit the network: lists every missing, unexpected and misshapen key."""
 
     def __init__(
@@ -38,3 +42,38 @@ class CheckpointMismatchError(ValueError):
         if hint:
             lines.append(f"  hint: {hint}")
         super().__init__("\n".join(lines))
+
+
+class MissingWeightError(UserError, FileNotFoundError):
+    """A weight file a metric needs is absent; the message names it and says how to get it."""
+
+
+def resolve_weight_file(
+    metric: str,
+    weights_path: str | os.PathLike[str] | None,
+    env_var: str,
+    filename: str,
+    where: str,
+    weights_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The weight file of a metric whose weights ship in no package, or ``MissingWeightError``.
+
+    Order: ``weights_path`` (``--<metric>-weights``), then ``$env_var``, then
+    ``weights_dir/filename``. The message names the flag and the variable, and where to get it.
+    """
+    candidates: list[tuple[str, Path]] = []
+    if weights_path:
+        candidates.append((f"--{metric.lower()}-weights", Path(weights_path)))
+    elif os.environ.get(env_var):
+        candidates.append((f"${env_var}", Path(os.environ[env_var])))
+    elif weights_dir is not None:
+        candidates.append(("the weight cache", Path(weights_dir) / filename))
+    for _, path in candidates:
+        if path.is_file():
+            return path
+    tried = "; ".join(f"{how}: {p}" for how, p in candidates) or "nothing given"
+    raise MissingWeightError(
+        f"{metric} needs the weight file {filename} (tried {tried}). It ships in no package and "
+        f"cannot be downloaded here: get it from {where}, then give "
+        f"--{metric.lower()}-weights /path/to/{filename} or set {env_var}=/path/to/{filename}."
+    )

@@ -160,7 +160,11 @@ def read_torch(path: str | Path, *, allow_unsafe_pickle: bool = False) -> Any:
             return _to_numpy(torch.load(path, map_location="cpu", weights_only=False))
         except Exception as e:  # noqa: BLE001
             errors.append(f"torch.load(weights_only=False): {type(e).__name__}: {e}".split("\n")[0])
-    tail = "" if allow_unsafe_pickle else " (pass allow_unsafe_pickle=True for a trusted file)"
+    tail = (
+        ""
+        if allow_unsafe_pickle
+        else " (for a file you trust: --allow-unsafe-pickle, or allow_unsafe_pickle=True in Python)"
+    )
     raise CheckpointReadError(
         f"cannot read {path} as a torch/pickle checkpoint{tail}: " + "; ".join(errors)
     )

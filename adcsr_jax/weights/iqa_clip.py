@@ -1,4 +1,4 @@
-"""OpenAI CLIP (ModifiedResNet, e.g. ``RN50.pt``) state dict -> Flax params of ``adcsr_jax.eval.clipiqa``.
+"""OpenAI CLIP (ModifiedResNet, e.g. ``RN50.pt``) state dict -> Flax params of ``adcsr_jax.models.clip``.
 
 ``RN50.pt`` is a TorchScript archive; ``read_torch_file`` loads it with ``torch.jit.load`` on the
 CPU and takes its ``state_dict()`` (fp16 values, cast to fp32 exactly as pyiqa's ``model.float()``).
@@ -14,12 +14,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from adcsr_jax.weights.iqa_common import (
-    IQACheckpointError,
-    check_params,
-    read_torch_file,
-    torch_to_flax,
-)
+from adcsr_jax.weights.errors import CheckpointMismatchError
+from adcsr_jax.weights.iqa_common import read_torch_file, torch_to_flax
+from adcsr_jax.weights.loaders import check_params
 
 _META_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -40,20 +37,22 @@ def clip_params_from_torch(
     state_dict: Mapping[str, np.ndarray], source: str = "<state dict>"
 ) -> tuple[dict[str, Any], Any]:
     """Convert a CLIP ModifiedResNet state dict; returns (params, CLIPConfig read off the shapes)."""
-    from adcsr_jax.eval.clipiqa import CLIPConfig, init_params
+    from adcsr_jax.models.clip import CLIPConfig, init_params
 
     sd = {k: v for k, v in state_dict.items() if k not in _META_KEYS}
     if "visual.proj" in sd or "visual.layer1.0.conv1.weight" not in sd:
-        raise IQACheckpointError(
-            f"{source}: not a CLIP ModifiedResNet (RN50-style) checkpoint; CLIP-IQA uses RN50"
+        raise CheckpointMismatchError(
+            source,
+            "CLIP ModifiedResNet",
+            hint="not an RN50-style CLIP checkpoint; CLIP-IQA uses RN50",
         )
     try:
         cfg = CLIPConfig.from_state_dict_shapes({k: tuple(np.shape(v)) for k, v in sd.items()})
     except KeyError as err:
-        raise IQACheckpointError(f"{source}: CLIP key {err} missing") from err
+        raise CheckpointMismatchError(source, "CLIP ModifiedResNet", missing=[str(err)]) from err
     params = torch_to_flax({_rename(k): v for k, v in sd.items()})
     expected = jax.eval_shape(lambda: init_params(cfg))
-    check_params(expected, params, source)
+    check_params(params, expected, source, "CLIP ModifiedResNet")
     return params, cfg
 
 

@@ -16,12 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from adcsr_jax.weights.errors import CheckpointReadError
+
 # Leaves that are buffers recomputed by the Flax ports (never parameters).
 DROPPED_LEAVES = ("num_batches_tracked", "relative_position_index", "attn_mask")
-
-
-class IQACheckpointError(ValueError):
-    """A checkpoint does not fit the model: names every missing, unexpected and misshapen key."""
 
 
 def flax_path(torch_key: str, raw_leaves: Iterable[str] = ()) -> tuple[list[str], str]:
@@ -82,36 +80,6 @@ def torch_to_flax(
     return tree
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[int, ...]]:
-    out: dict[str, tuple[int, ...]] = {}
-    for k, v in tree.items():
-        name = f"{prefix}/{k}" if prefix else k
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, name))
-        else:
-            out[name] = tuple(v.shape)
-    return out
-
-
-def check_params(expected: Mapping[str, Any], got: Mapping[str, Any], source: str) -> None:
-    """Raise ``IQACheckpointError`` unless ``got`` has exactly the leaves and shapes of ``expected``."""
-    exp, have = _flatten(expected), _flatten(got)
-    missing = sorted(set(exp) - set(have))
-    unexpected = sorted(set(have) - set(exp))
-    bad = sorted(
-        f"{k}: expected {exp[k]}, got {have[k]}" for k in set(exp) & set(have) if exp[k] != have[k]
-    )
-    if missing or unexpected or bad:
-        lines = [f"checkpoint {source} does not fit the model:"]
-        if missing:
-            lines.append(f"  missing ({len(missing)}): " + ", ".join(missing[:40]))
-        if unexpected:
-            lines.append(f"  unexpected ({len(unexpected)}): " + ", ".join(unexpected[:40]))
-        if bad:
-            lines.append(f"  shape mismatches ({len(bad)}): " + "; ".join(bad[:40]))
-        raise IQACheckpointError("\n".join(lines))
-
-
 def read_torch_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Read a torch ``.pth``/``.pt`` file (plain pickle or TorchScript archive) to numpy arrays.
 
@@ -122,7 +90,7 @@ def read_torch_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weight file not found: {path}")
+        raise CheckpointReadError(f"weight file not found: {path}")
     obj: Any
     try:
         obj = torch.jit.load(str(path), map_location="cpu").state_dict()
@@ -134,7 +102,7 @@ def read_torch_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]
     if not isinstance(obj, Mapping):
-        raise IQACheckpointError(f"{path}: expected a state dict, got {type(obj).__name__}")
+        raise CheckpointReadError(f"{path}: expected a state dict, got {type(obj).__name__}")
     out: dict[str, np.ndarray] = {}
     for key, value in obj.items():
         if not hasattr(value, "detach"):

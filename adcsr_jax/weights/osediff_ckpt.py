@@ -1,6 +1,6 @@
 """OSEDiff's released files -> the teacher's Flax params, and our converted teacher folder.
 
-Two layouts exist (SPEC Part I 2.5):
+Two layouts exist (OSEDiff's release, cswry/OSEDiff ``osediff.py``, and AdcSR's merged copy):
 
 * OSEDiff's own ``osediff.pkl``: ``{rank_unet, rank_vae, unet_lora_{encoder,decoder,others}_modules,
   vae_lora_encoder_modules, state_dict_unet, state_dict_vae}`` with PEFT names

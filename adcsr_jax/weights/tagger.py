@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from adcsr_jax.models import abstract_params
+from adcsr_jax.models import abstract_params_of
 from adcsr_jax.models.tagger import RAMTagger, Tagger, TaggerConfig, read_tag_files
 from adcsr_jax.weights.by_template import params_by_template, torch_key
 from adcsr_jax.weights.errors import CheckpointMismatchError, CheckpointReadError
@@ -186,7 +186,7 @@ def config_from_state(state: Mapping[str, np.ndarray]) -> TaggerConfig:
 
 def tagger_template(config: TaggerConfig) -> Any:
     s = config.image_size
-    return abstract_params(RAMTagger(config), jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
+    return abstract_params_of(RAMTagger(config), jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
 
 
 def tagger_params_from_torch(

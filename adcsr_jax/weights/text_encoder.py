@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adcsr_jax.models import abstract_params
+from adcsr_jax.models import abstract_params_of
 from adcsr_jax.models.config_utils import UnsupportedConfigError
 from adcsr_jax.models.text import CLIPTextTransformer, TextConfig
 from adcsr_jax.weights.by_template import params_by_template
@@ -30,7 +30,7 @@ _CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
 def text_encoder_template(config: TextConfig) -> Any:
     """Abstract params of :class:`CLIPTextTransformer` for ``config`` (nothing allocated)."""
     ids = jax.ShapeDtypeStruct((1, config.max_position_embeddings), jnp.int32)
-    return abstract_params(CLIPTextTransformer(config), ids)
+    return abstract_params_of(CLIPTextTransformer(config), ids)
 
 
 def text_encoder_params_from_torch(

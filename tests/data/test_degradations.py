@@ -12,7 +12,7 @@ import pytest
 from adcsr_jax.data import degradations as D
 from adcsr_jax.data.jpeg import diff_jpeg
 from adcsr_jax.data.ops import filter2d, quantize_8bit
-from adcsr_jax.data.resize import resize
+from adcsr_jax.resize import resize
 
 
 @pytest.fixture(scope="module")

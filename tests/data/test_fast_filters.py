@@ -11,7 +11,7 @@ from adcsr_jax.data import degradations as D
 from adcsr_jax.data import kernels as K
 from adcsr_jax.data import ops
 from adcsr_jax.data import taps as T
-from adcsr_jax.data.resize import MODES, apply_resize, resize_matrix
+from adcsr_jax.resize import MODES, apply_resize, resize_matrix
 
 RNG = np.random.default_rng(0)
 

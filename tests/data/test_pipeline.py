@@ -16,8 +16,9 @@ from PIL import Image
 
 from adcsr_jax.data import degradations as D
 from adcsr_jax.data.pipeline import DataIterator, PairPool, PipelineConfig, crop_image
-from adcsr_jax.data.sources import BadImageError, FolderSource, decode_image
-from tests.cheap_degradation import cheap_preset
+from adcsr_jax.data.sources import FolderSource
+from adcsr_jax.image_io import ImageReadError, decode_image_cv2
+from adcsr_jax.testing.degradation import cheap_preset
 
 
 @pytest.fixture(scope="module")
@@ -192,22 +193,22 @@ def _encode(im: Image.Image, fmt: str) -> bytes:
 
 def test_decode_converts_odd_formats():
     rgb = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)
-    grey = decode_image(_encode(Image.fromarray(rgb[..., 0]), "PNG"))
+    grey = decode_image_cv2(_encode(Image.fromarray(rgb[..., 0]), "PNG"))
     assert grey.shape == (40, 50, 3) and np.array_equal(grey[..., 0], grey[..., 2])
-    rgba = decode_image(_encode(Image.fromarray(np.dstack([rgb, rgb[..., :1]])), "PNG"))
+    rgba = decode_image_cv2(_encode(Image.fromarray(np.dstack([rgb, rgb[..., :1]])), "PNG"))
     np.testing.assert_array_equal(rgba, rgb)  # alpha dropped
-    cmyk = decode_image(_encode(Image.fromarray(rgb).convert("CMYK"), "JPEG"))
+    cmyk = decode_image_cv2(_encode(Image.fromarray(rgb).convert("CMYK"), "JPEG"))
     assert cmyk.shape == (40, 50, 3) and np.abs(cmyk.astype(int) - rgb).mean() < 20
-    pal = decode_image(_encode(Image.fromarray(rgb).convert("P"), "PNG"))
+    pal = decode_image_cv2(_encode(Image.fromarray(rgb).convert("P"), "PNG"))
     assert pal.shape == (40, 50, 3)
     a16 = (np.arange(40 * 50 * 3).reshape(40, 50, 3) * 9).astype(np.uint16)
-    np.testing.assert_array_equal(decode_image(_png16_rgb(a16)), (a16 >> 8).astype(np.uint8))
-    g16 = decode_image(_encode(Image.fromarray(a16[..., 0]), "PNG"))
+    np.testing.assert_array_equal(decode_image_cv2(_png16_rgb(a16)), (a16 >> 8).astype(np.uint8))
+    g16 = decode_image_cv2(_encode(Image.fromarray(a16[..., 0]), "PNG"))
     np.testing.assert_array_equal(g16[..., 1], (a16[..., 0] >> 8).astype(np.uint8))
-    with pytest.raises(BadImageError, match="cannot decode"):
-        decode_image(b"definitely not an image", "junk.png")
-    with pytest.raises(BadImageError, match="smaller"):
-        decode_image(_encode(Image.fromarray(rgb[:4, :4]), "PNG"), "tiny.png")
+    with pytest.raises(ImageReadError, match="cannot decode"):
+        decode_image_cv2(b"definitely not an image", "junk.png")
+    with pytest.raises(ImageReadError, match="smaller"):
+        decode_image_cv2(_encode(Image.fromarray(rgb[:4, :4]), "PNG"), "tiny.png")
 
 
 def test_bad_files_are_skipped_and_counted(tmp_path, image_dir, caplog):
@@ -235,7 +236,7 @@ def test_core_data_modules_import_without_tensorflow_or_torch():
         "import sys\n"
         "for m in ('tensorflow', 'tensorflow_datasets', 'torch'): sys.modules[m] = None\n"
         "import adcsr_jax.data.degradations, adcsr_jax.data.pipeline, adcsr_jax.data.sources\n"
-        "import adcsr_jax.data.cli, adcsr_jax.sharding\n"
+        "import adcsr_jax.cli.data, adcsr_jax.sharding\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

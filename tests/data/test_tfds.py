@@ -41,7 +41,7 @@ def test_hr_builder_and_pipeline_from_tfds(tmp_path, sample_dir):
     (manual / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     builder = build_hr_dataset(manual, tmp_path / "tfds")
     assert builder.info.splits["train"].num_examples == 3
-    assert builder.skipped == ["broken.png"]
+    assert [name for name, _ in builder.skipped] == ["broken.png"]
     src = TfdsSource(tmp_path / "tfds")
     assert sorted(src.name(i) for i in range(len(src))) == sorted(
         f"0001000/{p.name}" for p in sorted(sample_dir.iterdir())[:3]
@@ -53,7 +53,8 @@ def test_hr_builder_and_pipeline_from_tfds(tmp_path, sample_dir):
 
 
 def test_paired_builder_matches_by_name(tmp_path):
-    from adcsr_jax.data.tfds_builders import build_paired_dataset, match_pairs, read_pairs
+    from adcsr_jax.data.tfds_builders import build_paired_dataset, read_pairs
+    from adcsr_jax.image_io import find_pair_dirs, match_pairs
 
     root = tmp_path / "set"
     for sub, size in (("test_LR", 16), ("test_HR", 64)):
@@ -62,7 +63,7 @@ def test_paired_builder_matches_by_name(tmp_path):
             Image.fromarray(np.full((size, size, 3), 40 * i, np.uint8)).save(
                 root / sub / f"{name}.png"
             )
-    assert [n for n, _, _ in match_pairs(root)] == ["x1", "x2", "x3"]
+    assert [n for n, _, _ in match_pairs(*find_pair_dirs(root))] == ["x1", "x2", "x3"]
     build_paired_dataset(root, tmp_path / "tfds")
     pairs = sorted(read_pairs(tmp_path / "tfds"))
     assert [n for n, _, _ in pairs] == ["x1", "x2", "x3"]
@@ -74,16 +75,16 @@ def test_paired_builder_matches_by_name(tmp_path):
         )
     (root / "test_HR" / "x3.png").unlink()
     with pytest.raises(ValueError, match="unmatched"):
-        match_pairs(root)
+        match_pairs(*find_pair_dirs(root))
     shutil.rmtree(root / "test_HR")
     with pytest.raises(FileNotFoundError, match="LR"):
-        match_pairs(root)
+        match_pairs(*find_pair_dirs(root))
 
 
 def test_realsr_layout(realsr):
-    from adcsr_jax.data.tfds_builders import match_pairs
+    from adcsr_jax.image_io import find_pair_dirs, match_pairs
 
-    pairs = match_pairs(realsr)
+    pairs = match_pairs(*find_pair_dirs(realsr))
     assert len(pairs) == 100 and pairs[0][1].parent.name == "test_LR"
 
 

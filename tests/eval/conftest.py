@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from adcsr_jax.eval.images import load_image, match_pairs
+from adcsr_jax.testing.realsr import load_realsr, parse_pyiqa_log
 
 
 @pytest.fixture(scope="session")
@@ -38,22 +37,6 @@ def archive_dir(metric_cache: Path) -> Path:
     return path
 
 
-def parse_pyiqa_log(path: Path) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Per-image values and the final averages of a pyiqa inference log."""
-    per_image: dict[str, dict[str, float]] = {}
-    averages: dict[str, float] = {}
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        match = re.search(r"/([^/\s]+)\.\w+ \| (.*) \| Runtime", line)
-        if match:
-            values = re.findall(r"(\w+): ([\d.]+)", match.group(2))
-            per_image[match.group(1)] = {k.lower(): float(v) for k, v in values}
-        if "Average Metrics" in line:
-            values = re.findall(r"(\w+): ([\d.]+)", lines[i + 1])
-            averages = {k.lower(): float(v) for k, v in values}
-    return per_image, averages
-
-
 @pytest.fixture(scope="session")
 def osediff_log(realsr: Path) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """(per-image, averages) from OSEDiff's pyiqa log on RealSR."""
@@ -63,22 +46,6 @@ def osediff_log(realsr: Path) -> tuple[dict[str, dict[str, float]], dict[str, fl
     per_image, averages = parse_pyiqa_log(logs[0])
     assert len(per_image) == 100 and "psnr" in averages
     return per_image, averages
-
-
-def osediff_outputs(realsr: Path, per_image: dict[str, dict[str, float]], metric: str, count: int):
-    """(name, OSEDiff output HWC in [0, 1], logged ``metric``) for the first ``count`` images."""
-    for name in sorted(per_image)[:count]:
-        image = load_image(realsr / "results_osediff" / f"{name}.png")
-        yield name, image, per_image[name][metric]
-
-
-def load_realsr(realsr: Path, count: int | None, start: int = 0):
-    """Names, SR (OSEDiff) and HR batches of RealSR pairs ``start:start+count``."""
-    pairs = match_pairs(realsr / "results_osediff", realsr / "test_HR")
-    pairs = pairs[start : None if count is None else start + count]
-    sr = np.stack([load_image(p.sr) for p in pairs])
-    hr = np.stack([load_image(p.hr) for p in pairs])
-    return [p.name for p in pairs], sr, hr
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adcsr_jax.eval import clipiqa
-from adcsr_jax.eval._clip_tokenizer import ClipTokenizer, pre_tokenize
-from adcsr_jax.eval.base import MissingWeightError, get_metric
+from adcsr_jax.eval import MissingWeightError, clipiqa, get_metric
+from adcsr_jax.models import clip
+from adcsr_jax.models.clip_tokenizer import ClipTokenizer, pre_tokenize
+from adcsr_jax.testing.realsr import osediff_outputs
+from adcsr_jax.weights import CheckpointMismatchError
 from adcsr_jax.weights.iqa_clip import clip_params_from_torch
-from adcsr_jax.weights.iqa_common import IQACheckpointError, seeded_state_dict
-from tests.eval.conftest import osediff_outputs
+from adcsr_jax.weights.iqa_common import seeded_state_dict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOL = 1e-4
@@ -70,9 +71,9 @@ def test_config_read_off_state_dict(tiny):
 
 def test_features_match_pyiqa(tiny):
     data, cfg, params = tiny
-    text = clipiqa.encode_text(params, jnp.asarray(data["prompt_tokens"]), cfg)
+    text = clip.encode_text(params, jnp.asarray(data["prompt_tokens"]), cfg)
     np.testing.assert_allclose(np.asarray(text), data["text_features"], atol=TOL, rtol=0)
-    img = clipiqa.encode_image(params, jnp.asarray(_nhwc(data["input_a"])), cfg)
+    img = clip.encode_image(params, jnp.asarray(_nhwc(data["input_a"])), cfg)
     np.testing.assert_allclose(np.asarray(img), data["image_features_a"], atol=TOL, rtol=0)
 
 
@@ -88,10 +89,10 @@ def test_rn50_layout_converts():
     shapes = json.loads((FIXTURES / "iqa_full_shapes.json").read_text())["clip_rn50"]
     sd = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
     params, cfg = clip_params_from_torch(sd, "rn50")
-    assert cfg == clipiqa.CLIPConfig()
+    assert cfg == clip.CLIPConfig()
     assert params["visual"]["attnpool"]["c_proj"]["kernel"].shape == (2048, 1024)
     del sd["text_projection"]
-    with pytest.raises(IQACheckpointError, match="text_projection"):
+    with pytest.raises(CheckpointMismatchError, match="text_projection"):
         clip_params_from_torch(sd, "rn50")
 
 

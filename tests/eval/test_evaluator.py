@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,9 @@ import pytest
 from PIL import Image
 
 from adcsr_jax import cli
-from adcsr_jax.eval import get_metric
-from adcsr_jax.eval.base import MissingWeightError
-from adcsr_jax.eval.evaluator import evaluate
-from adcsr_jax.eval.images import PairingError, load_image, match_pairs
+from adcsr_jax.eval import MissingWeightError, get_metric
+from adcsr_jax.eval.evaluator import evaluate, pair_images
+from adcsr_jax.image_io import PairingError, read_image_pyiqa
 
 
 def _write_set(
@@ -34,14 +34,14 @@ def _write_set(
 
 def test_pairs_match_by_name_and_mismatches_are_explained(tmp_path: Path) -> None:
     sr, hr, _ = _write_set(tmp_path, ["a", "b", "c"])
-    assert [p.name for p in match_pairs(sr, hr)] == ["a", "b", "c"]
+    assert [p.name for p in pair_images(sr, hr)] == ["a", "b", "c"]
     (hr / "c.png").rename(hr / "d.png")
     with pytest.raises(PairingError, match=r"1 only in .*sr \(c\), 1 only in .*hr \(d\)"):
-        match_pairs(sr, hr)
+        pair_images(sr, hr)
     (hr / "d.png").unlink()
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(hr / "c.png")
     with pytest.raises(PairingError, match=r"c: sr \(40, 48\) vs hr \(10, 10\)"):
-        match_pairs(sr, hr)
+        pair_images(sr, hr)
 
 
 def test_evaluate_writes_tables_and_summaries(tmp_path: Path) -> None:
@@ -52,8 +52,8 @@ def test_evaluate_writes_tables_and_summaries(tmp_path: Path) -> None:
     )
     # per-image values equal direct metric calls (the padded last batch does not leak)
     names = sorted(result.per_image)
-    srs = np.stack([load_image(sr / f"{n}.png") for n in names])
-    hrs = np.stack([load_image(hr / f"{n}.png") for n in names])
+    srs = np.stack([read_image_pyiqa(sr / f"{n}.png") for n in names])
+    hrs = np.stack([read_image_pyiqa(hr / f"{n}.png") for n in names])
     np.testing.assert_allclose(
         [result.per_image[n]["psnr"] for n in names], get_metric("psnr")(srs, hrs)
     )
@@ -118,7 +118,7 @@ def test_cli_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (hr / "a.png").unlink()
     assert (
         cli.main(["eval", "--sr", str(sr), "--hr", str(hr), "--metrics", "psnr", "--no-progress"])
-        == 1
+        == 2
     )
     assert "unmatched images" in capsys.readouterr().err
 
@@ -139,6 +139,11 @@ def test_cli_eval_model_super_resolves_the_dataset_first(tmp_path: Path, monkeyp
         return infer.Report()
 
     monkeypatch.setattr(infer, "super_resolve_folder", fake_super_resolve)
+    from adcsr_jax.weights.loaders import CONVERTED_CONFIG, FORMAT
+
+    (tmp_path / "student").mkdir()
+    meta = {"format": FORMAT, "kind": "adcsr", "config": {}}
+    (tmp_path / "student" / CONVERTED_CONFIG).write_text(json.dumps(meta))
     work = tmp_path / "w"
     args = [
         "eval",
@@ -153,7 +158,7 @@ def test_cli_eval_model_super_resolves_the_dataset_first(tmp_path: Path, monkeyp
     assert calls == [(tmp_path / "student", root / "LR")]
     assert sorted(p.name for p in (work / "sr").iterdir()) == ["a.png", "b.png"]
     assert "RealSR" in (work / "summary.md").read_text()
-    assert cli.main(["eval", "--model", "x", "--dataset", str(tmp_path / "nothing")]) == 1
+    assert cli.main(["eval", "--model", "x", "--dataset", str(tmp_path / "nothing")]) == 2
 
 
 @pytest.mark.slow

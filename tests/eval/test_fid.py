@@ -60,7 +60,7 @@ def _run_both(module, state: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.n
     import torch
 
     from adcsr_jax.eval.fid import _features
-    from adcsr_jax.eval.inception import prepare_params
+    from adcsr_jax.models.inception import prepare_params
 
     module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     with torch.no_grad():

@@ -10,8 +10,8 @@ from adcsr_jax.eval.dists import DISTS, dists_distance
 from adcsr_jax.eval.lpips import LPIPS, lpips_distance
 
 torch = pytest.importorskip("torch")
-from tests.eval.torch_reference import random_params as _random_params  # noqa: E402
-from tests.eval.torch_reference import torch_dists, torch_lpips  # noqa: E402
+from adcsr_jax.testing.torch_metrics import random_params as _random_params  # noqa: E402
+from adcsr_jax.testing.torch_metrics import torch_dists, torch_lpips  # noqa: E402
 
 
 def _images(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:

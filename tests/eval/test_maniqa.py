@@ -13,20 +13,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adcsr_jax.eval import maniqa
-from adcsr_jax.eval.base import MissingWeightError, get_metric
-from adcsr_jax.weights.iqa_common import IQACheckpointError, seeded_state_dict
+from adcsr_jax.eval import MissingWeightError, get_metric, maniqa
+from adcsr_jax.models import maniqa as maniqa_net
+from adcsr_jax.testing.realsr import osediff_outputs
+from adcsr_jax.weights import CheckpointMismatchError
+from adcsr_jax.weights.iqa_common import seeded_state_dict
 from adcsr_jax.weights.iqa_maniqa import maniqa_params_from_torch
-from tests.eval.conftest import osediff_outputs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOL = 1e-4
 
 
-def tiny_config(data: dict) -> maniqa.MANIQAConfig:
+def tiny_config(data: dict) -> maniqa_net.MANIQAConfig:
     cfg = json.loads(str(data["config"]))
     vit = json.loads(str(data["vit_config"]))
-    return maniqa.MANIQAConfig(
+    return maniqa_net.MANIQAConfig(
         embed_dim=cfg["embed_dim"],
         vit_depth=vit["depth"],
         vit_heads=vit["num_heads"],
@@ -53,8 +54,8 @@ def _nhwc(u8: np.ndarray) -> np.ndarray:
 
 
 def test_crop_plan_matches_pyiqa_uniform_crop():
-    cfg = maniqa.MANIQAConfig()
-    factor, h, w, offsets = maniqa.crop_plan(512, 512, cfg)
+    cfg = maniqa_net.MANIQAConfig()
+    factor, h, w, offsets = maniqa_net.crop_plan(512, 512, cfg)
     assert factor is None and (h, w) == (512, 512)
     assert len(offsets) == 20 and offsets[:6] == [
         (0, 0),
@@ -65,15 +66,17 @@ def test_crop_plan_matches_pyiqa_uniform_crop():
         (72, 0),
     ]
     assert offsets[-1] == (216, 288)
-    factor, h, w, _ = maniqa.crop_plan(200, 232, cfg)
+    factor, h, w, _ = maniqa_net.crop_plan(200, 232, cfg)
     assert factor == pytest.approx(225 / 200) and (h, w) == (225, 261)
-    assert maniqa.crop_plan(224, 300, cfg)[0] is not None  # pyiqa upsamples when min side <= 224
+    assert (
+        maniqa_net.crop_plan(224, 300, cfg)[0] is not None
+    )  # pyiqa upsamples when min side <= 224
 
 
 def test_vit_features_match_timm(tiny):
     data, cfg, params = tiny
     crop = (_nhwc(data["input_b"])[:, :224, :224] - 0.5) / 0.5
-    feats = maniqa.ViTFeatures(cfg).apply({"params": params["vit"]}, jnp.asarray(crop))
+    feats = maniqa_net.ViTFeatures(cfg).apply({"params": params["vit"]}, jnp.asarray(crop))
     np.testing.assert_allclose(np.asarray(feats[0]), data["vit_feature_b0"], atol=TOL, rtol=0)
 
 
@@ -89,14 +92,15 @@ def test_full_size_checkpoint_layout_converts():
     shapes = json.loads((FIXTURES / "iqa_full_shapes.json").read_text())["maniqa"]
     sd = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
     assert "vit.blocks.11.mlp.fc2.weight" in sd and "swintransformer1.downsample.weight" in sd
-    params = maniqa_params_from_torch(sd, maniqa.MANIQAConfig(), "full")
+    params = maniqa_params_from_torch(sd, maniqa_net.MANIQAConfig(), "full")
     assert params["head"]["tablock1_0"]["c_q"]["kernel"].shape == (784, 784)
     assert params["vit"]["blocks_9"]["attn"]["qkv"]["kernel"].shape == (768, 2304)
     sd["conv1.weight"] = np.zeros((768, 3072, 3, 3), np.float32)
     with pytest.raises(
-        IQACheckpointError, match=r"head/conv1/kernel: expected \(1, 1, 3072, 768\)"
+        CheckpointMismatchError,
+        match=r"head/conv1/kernel: \(3, 3, 3072, 768\) vs \(1, 1, 3072, 768\)",
     ):
-        maniqa_params_from_torch(sd, maniqa.MANIQAConfig(), "full")
+        maniqa_params_from_torch(sd, maniqa_net.MANIQAConfig(), "full")
 
 
 def test_missing_weights_message(monkeypatch):

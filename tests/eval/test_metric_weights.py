@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adcsr_jax.eval.base import MissingWeightError
+from adcsr_jax.eval import MissingWeightError
 from adcsr_jax.weights import metrics as mw
 
 

@@ -12,11 +12,12 @@ import jax
 import numpy as np
 import pytest
 
-from adcsr_jax.eval import musiq
-from adcsr_jax.eval.base import MissingWeightError, get_metric
-from adcsr_jax.weights.iqa_common import IQACheckpointError, seeded_state_dict
+from adcsr_jax.eval import MissingWeightError, get_metric, musiq
+from adcsr_jax.models import musiq as musiq_net
+from adcsr_jax.testing.realsr import osediff_outputs
+from adcsr_jax.weights import CheckpointMismatchError
+from adcsr_jax.weights.iqa_common import seeded_state_dict
 from adcsr_jax.weights.iqa_musiq import musiq_params_from_torch
-from tests.eval.conftest import osediff_outputs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOL = 1e-4
@@ -25,7 +26,7 @@ TOL = 1e-4
 @pytest.fixture(scope="module")
 def tiny():
     data = dict(np.load(FIXTURES / "musiq_tiny.npz"))
-    cfg = musiq.MUSIQConfig(**json.loads(str(data["config"])))
+    cfg = musiq_net.MUSIQConfig(**json.loads(str(data["config"])))
     params = musiq_params_from_torch(seeded_state_dict(data), cfg, "musiq_tiny.npz")
     return data, cfg, params
 
@@ -36,14 +37,14 @@ def _nhwc(u8: np.ndarray) -> np.ndarray:
 
 def test_hashed_positions_match_torch_nearest():
     # torch F.interpolate(arange(10), 16, 'nearest') -> floor(i * 10/16)
-    assert musiq.hashed_positions(10, 1, 16).tolist() == [int(i * 10 / 16) for i in range(16)]
-    grid = musiq.hashed_positions(10, 7, 5).reshape(7, 5)
+    assert musiq_net.hashed_positions(10, 1, 16).tolist() == [int(i * 10 / 16) for i in range(16)]
+    grid = musiq_net.hashed_positions(10, 7, 5).reshape(7, 5)
     assert grid[:, 0].tolist() == [0, 10, 20, 40, 50, 70, 80]
     assert grid[0].tolist() == [0, 2, 4, 6, 8]
 
 
 def test_layout_pads_and_masks():
-    spatial, scale, mask = musiq.token_layout(96, 128, musiq.MUSIQConfig())
+    spatial, scale, mask = musiq_net.token_layout(96, 128, musiq_net.MUSIQConfig())
     # 224 scale: 168x224 -> 6x7 = 42 valid of 49; 384: 288x384 -> 9x12 = 108 of 144; original 3x4.
     assert len(mask) == 49 + 144 + 12
     assert mask[:49].sum() == 42 and mask[49:193].sum() == 108 and mask[193:].sum() == 12
@@ -61,9 +62,9 @@ def test_scores_match_pyiqa(tiny):
 def test_encoder_cls_matches_pyiqa(tiny):
     data, cfg, params = tiny
     x = jax.numpy.asarray(_nhwc(data["input_a"])) * 2 - 1
-    spatial, scale, mask = musiq.token_layout(x.shape[1], x.shape[2], cfg)
-    patches = musiq.multiscale_patches(x, cfg)
-    _, state = musiq.MUSIQNet(cfg).apply(
+    spatial, scale, mask = musiq_net.token_layout(x.shape[1], x.shape[2], cfg)
+    patches = musiq_net.multiscale_patches(x, cfg)
+    _, state = musiq_net.MUSIQNet(cfg).apply(
         {"params": params}, patches, spatial, scale, mask, capture_intermediates=True
     )
     enc = state["intermediates"]["transformer_encoder"]["__call__"][0]
@@ -73,12 +74,14 @@ def test_encoder_cls_matches_pyiqa(tiny):
 def test_full_size_checkpoint_layout_converts():
     shapes = json.loads((FIXTURES / "iqa_full_shapes.json").read_text())["musiq"]
     sd = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
-    params = musiq_params_from_torch(sd, musiq.MUSIQConfig(), "full")
+    params = musiq_params_from_torch(sd, musiq_net.MUSIQConfig(), "full")
     assert params["embedding"]["kernel"].shape == (16384, 384)
     del sd["transformer_encoder.transformer.encoderblock_13.mlp.fc2.bias"]
     sd["extra.weight"] = np.zeros(3, np.float32)
-    with pytest.raises(IQACheckpointError, match="encoderblock_13/mlp/fc2/bias.*\n.*extra"):
-        musiq_params_from_torch(sd, musiq.MUSIQConfig(), "full")
+    with pytest.raises(
+        CheckpointMismatchError, match=r"(?s)encoderblock_13/mlp/fc2/bias.*unexpected.*extra"
+    ):
+        musiq_params_from_torch(sd, musiq_net.MUSIQConfig(), "full")
 
 
 def test_missing_weights_message(monkeypatch, tmp_path):

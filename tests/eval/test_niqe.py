@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adcsr_jax.eval.matlab import fspecial_gaussian, imresize_matrix
+from adcsr_jax.eval.niqe import fspecial_gaussian
+from adcsr_jax.resize import imresize_matrix
 
 
 def test_imresize_half_reproduces_linear_ramps_inside_and_constants_everywhere() -> None:

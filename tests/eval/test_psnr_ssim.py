@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from adcsr_jax.eval import get_metric
-from tests.eval.conftest import load_realsr
+from adcsr_jax.testing.realsr import load_realsr
 
 
 def _y_ycbcr(x: np.ndarray) -> np.ndarray:

@@ -11,9 +11,15 @@ LR = 32  # LR side for the default-run exports (output 128 x 128)
 
 
 @pytest.fixture(scope="session")
+def lr_side() -> int:
+    """LR side of the default-run exports and of ``lr_images``."""
+    return LR
+
+
+@pytest.fixture(scope="session")
 def tiny_student():
     """The tiny AdcSR student (random init) as an ExportModel: LR [0, 1] -> SR [0, 1]."""
-    from adcsr_jax.export.models import student
+    from adcsr_jax.export.graphs import student
 
     return student(None, size="tiny", seed=0)
 

@@ -136,7 +136,7 @@ def test_no_token_prints_how_to_configure(small_onnx, monkeypatch, capsys) -> No
     fake = _fake_hub([], token=False)
     monkeypatch.setattr(aihub, "hub_module", lambda: fake)
     code = cli.main(["profile", "--model", str(small_onnx), "--device", "X", "--poll", "0"])
-    assert code == 3
+    assert code == 2
     err = capsys.readouterr().err
     assert "qai-hub configure --api_token" in err
 
@@ -180,5 +180,5 @@ def test_real_qai_hub_without_config_fails_before_any_request(small_onnx, monkey
     home.mkdir(exist_ok=True)
     monkeypatch.setenv("HOME", str(home))
     code = cli.main(["profile", "--model", str(small_onnx), "--device", "X", "--poll", "0"])
-    assert code == 3
+    assert code == 2
     assert "qai-hub configure --api_token" in capsys.readouterr().err

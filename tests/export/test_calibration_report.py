@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from adcsr_jax.export import calibration
-from adcsr_jax.export.models import host_colour_fix
-from adcsr_jax.export.report import Measurement, table
+from adcsr_jax.export.benchmark import Measurement, table
+from adcsr_jax.export.graphs import host_colour_fix
 from adcsr_jax.export.verify import compare, round_weights_int8
-from tests.cheap_degradation import cheap_preset
+from adcsr_jax.testing.degradation import cheap_preset
 
 
 def test_fit_crops_and_pads_to_square() -> None:
@@ -120,8 +120,8 @@ def test_export_cli_calibrates_from_the_pipeline(hr_dir, tmp_path, monkeypatch) 
     """``--calib-source`` feeds pipeline LR images to the export (conversion stubbed out)."""
     from adcsr_jax import cli
     from adcsr_jax.data import degradations
-    from adcsr_jax.export import pipeline
-    from adcsr_jax.export.report import Measurement
+    from adcsr_jax.export import job
+    from adcsr_jax.export.benchmark import Measurement
 
     monkeypatch.setitem(degradations.PRESETS, "cheap_test", cheap_preset())
     seen = {}
@@ -130,7 +130,7 @@ def test_export_cli_calibrates_from_the_pipeline(hr_dir, tmp_path, monkeypatch) 
         seen.update(check=check, calib=args[2], precision=precision, lr=lr_size)
         return Measurement("student", fmt, precision, 1.0, 0.0, 0.0)
 
-    monkeypatch.setattr(pipeline, "export_and_check", fake_export)
+    monkeypatch.setattr(job, "export_and_check", fake_export)
     argv = ["export", "--init", "tiny", "--format", "tflite", "--precision", "w8a16"]
     argv += ["--out", str(tmp_path / "m.tflite"), "--lr-size", "16", "--calib-count", "3"]
     argv += ["--check-count", "2", "--calib-source", str(hr_dir)]

@@ -6,20 +6,19 @@ import numpy as np
 import pytest
 
 from adcsr_jax.export.calibration import augment
-from adcsr_jax.export.models import for_precision, host_colour_fix
-from adcsr_jax.export.verify import FP32_REL_TOL, compare, evaluate, int8_weight_floor
+from adcsr_jax.export.graphs import for_precision, host_colour_fix
+from adcsr_jax.export.verify import FP32_REL_TOL, compare, compare_runs, int8_weight_floor
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
 from adcsr_jax.export import tflite  # noqa: E402
-from tests.export.conftest import LR  # noqa: E402
 
 W8A16_MIN_PSNR = 27.0
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_student, lr_images, tmp_path_factory) -> dict[str, object]:
+def exported(tiny_student, lr_images, tmp_path_factory, lr_side) -> dict[str, object]:
     """One conversion per precision for the whole module (conversions take tens of seconds)."""
     out = tmp_path_factory.mktemp("tflite")
     files = {}
@@ -28,7 +27,7 @@ def exported(tiny_student, lr_images, tmp_path_factory) -> dict[str, object]:
         data = tflite.convert(
             model.apply,
             model.params,
-            (1, LR, LR, 3),
+            (1, lr_side, lr_side, 3),
             precision,
             augment(lr_images["calib"]) if precision == "w8a16" else None,
         )
@@ -37,7 +36,9 @@ def exported(tiny_student, lr_images, tmp_path_factory) -> dict[str, object]:
 
 
 def test_fp32_matches_jax(exported, tiny_student, lr_images) -> None:
-    acc = evaluate(tflite.TFLiteRunner(exported["fp32"]), tiny_student.jax_fn(), lr_images["check"])
+    acc = compare_runs(
+        tflite.TFLiteRunner(exported["fp32"]), tiny_student.jax_fn(), lr_images["check"]
+    )
     assert acc.rel_max_abs <= FP32_REL_TOL, acc.summary()
 
 
@@ -52,8 +53,10 @@ def test_w8a16_is_int16_and_accurate(exported, tiny_student, lr_images) -> None:
     assert any(d["dtype"] == np.int16 for d in details)
     # The file returns the raw output; the colour fix runs on the host (W8A16 default).
     model = for_precision(tiny_student, "w8a16")
-    assert model.finish is host_colour_fix
-    acc = evaluate(lambda x: model.finish(runner(x), x), model.jax_fn(), lr_images["check"])
+    assert model.postprocess is host_colour_fix
+    acc = compare_runs(
+        lambda x: model.postprocess(runner(x), x), model.jax_fn(), lr_images["check"]
+    )
     # Measured on this random tiny network, 24 held-out RealSR crops: W8A16 pooled 35.4 dB
     # (per image 30-49, mean 36.3) against an int8-weights-only floor of 31.7-56 (mean 38.3);
     # before the SOFTMAX / Newton-rsqrt / range-margin fixes: 17-37 dB (mean 26.4). The two
@@ -64,13 +67,13 @@ def test_w8a16_is_int16_and_accurate(exported, tiny_student, lr_images) -> None:
     assert exported["w8a16"].stat().st_size < 0.4 * exported["fp32"].stat().st_size
 
 
-def test_widen_ranges_scales_activations_only(lr_images) -> None:
+def test_widen_ranges_scales_activations_only(lr_images, lr_side) -> None:
     from tensorflow.lite.tools import flatbuffer_utils
 
     def apply(p, x):  # two activations and a constant are enough here
         return x * 2.0 - 1.0 + p
 
-    conv = tflite.float_converter(apply, np.float32(0.25), (1, LR, LR, 3))
+    conv = tflite.float_converter(apply, np.float32(0.25), (1, lr_side, lr_side, 3))
     calibrated = tflite.calibrate(conv, lr_images["calib"][:2])
 
     def ranges(model: bytes) -> dict[str, tuple[float, float]]:
@@ -88,20 +91,22 @@ def test_widen_ranges_scales_activations_only(lr_images) -> None:
         assert after[name] == pytest.approx((2 * lo, 2 * hi)), name
 
 
-def test_runner_rejects_wrong_shape(exported) -> None:
+def test_runner_rejects_wrong_shape(exported, lr_side) -> None:
     runner = tflite.TFLiteRunner(exported["fp32"])
     with pytest.raises(ValueError, match="expects input shape"):
-        runner(np.zeros((1, LR + 16, LR, 3), np.float32))
+        runner(np.zeros((1, lr_side + 16, lr_side, 3), np.float32))
 
 
-def test_w8a16_needs_calibration(tiny_student) -> None:
+def test_w8a16_needs_calibration(tiny_student, lr_side) -> None:
     with pytest.raises(ValueError, match="representative"):
-        tflite.convert(tiny_student.apply, tiny_student.params, (1, LR, LR, 3), "w8a16")
+        tflite.convert(tiny_student.apply, tiny_student.params, (1, lr_side, lr_side, 3), "w8a16")
 
 
 @pytest.mark.slow
-def test_fp16_and_dynamic_batch(tiny_student, lr_images) -> None:
-    data = tflite.convert(tiny_student.apply, tiny_student.params, (None, LR, LR, 3), "fp16")
+def test_fp16_and_dynamic_batch(tiny_student, lr_images, lr_side) -> None:
+    data = tflite.convert(
+        tiny_student.apply, tiny_student.params, (None, lr_side, lr_side, 3), "fp16"
+    )
     runner = tflite.TFLiteRunner(data)
     assert runner.input_shape[0] == -1
     x = np.concatenate(lr_images["check"])

@@ -28,8 +28,8 @@ from adcsr_jax.models.adcsr import (
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from adcsr_jax.weights import reference as ref  # noqa: E402
-from adcsr_jax.weights import torch_adcsr as T  # noqa: E402
+from adcsr_jax.testing import reference as ref  # noqa: E402
+from adcsr_jax.testing import torch_adcsr as T  # noqa: E402
 from adcsr_jax.weights.adcsr_ckpt import student_params_from_torch  # noqa: E402
 from adcsr_jax.weights.prune import student_init_state_dict  # noqa: E402
 

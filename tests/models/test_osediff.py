@@ -20,9 +20,9 @@ from adcsr_jax.models.osediff import OSEDiff, OSEDiffConfig, abstract_params, al
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from adcsr_jax.testing import reference as ref  # noqa: E402
+from adcsr_jax.testing import torch_adcsr as T  # noqa: E402
 from adcsr_jax.weights import CheckpointMismatchError, CheckpointReadError  # noqa: E402
-from adcsr_jax.weights import reference as ref  # noqa: E402
-from adcsr_jax.weights import torch_adcsr as T  # noqa: E402
 from adcsr_jax.weights.osediff_ckpt import (  # noqa: E402
     convert_osediff,
     load_teacher,
@@ -108,7 +108,7 @@ def _compare(config: OSEDiffConfig, params, want: dict[str, np.ndarray]) -> None
 
 
 def test_schedule_constant() -> None:
-    from adcsr_jax.weights.torch_adcsr import sd_alphas_cumprod
+    from adcsr_jax.testing.torch_adcsr import sd_alphas_cumprod
 
     np.testing.assert_allclose(alphas_cumprod(), sd_alphas_cumprod().numpy(), rtol=2e-6)
     assert abs(OSEDiffConfig().alpha_bar - 0.00466010) < 1e-8

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from adcsr_jax.models import UNet2D, UNetConfig, UnsupportedConfigError, init_params, logical_axes
-from adcsr_jax.weights import reference as ref
+from adcsr_jax.testing import reference as ref
 from adcsr_jax.weights import unet_params_from_torch
 
 torch = pytest.importorskip("torch")

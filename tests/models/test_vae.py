@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adcsr_jax.models import AutoencoderKL, Decoder, VAEConfig, abstract_params
+from adcsr_jax.models import AutoencoderKL, Decoder, VAEConfig, abstract_params_of
 from adcsr_jax.models.vae import sample_latent
+from adcsr_jax.testing import reference as ref
 from adcsr_jax.weights import decoder_params_from_torch, vae_params_from_torch
-from adcsr_jax.weights import reference as ref
 
 torch = pytest.importorskip("torch")
 
@@ -90,10 +90,10 @@ def test_unused_decoder_parts_get_no_params():
     config = VAEConfig(
         decoder_block_out_channels=(16, 32), block_out_channels=(16, 32), norm_num_groups=8
     )
-    tail = abstract_params(Decoder(config), jnp.zeros((1, 2, 2, 32)), method="tail")
+    tail = abstract_params_of(Decoder(config), jnp.zeros((1, 2, 2, 32)), method="tail")
     assert sorted(tail) == ["conv_norm_out", "conv_out", "up_blocks_0", "up_blocks_1"]
     assert "upsamplers_0" in tail["up_blocks_0"] and "upsamplers_0" not in tail["up_blocks_1"]
-    stem = abstract_params(Decoder(config), jnp.zeros((1, 2, 2, 4)), method="stem")
+    stem = abstract_params_of(Decoder(config), jnp.zeros((1, 2, 2, 4)), method="stem")
     assert sorted(stem) == ["conv_in", "mid_block"]
 
 

@@ -22,7 +22,7 @@ def main() -> None:
 
     from adcsr_jax.data.pipeline import DataIterator, PipelineConfig
     from adcsr_jax.sharding import make_mesh
-    from tests.cheap_degradation import cheap_preset
+    from adcsr_jax.testing.degradation import cheap_preset
 
     mesh = make_mesh(data=-1, fsdp=2)
     cfg = PipelineConfig(batch_size=2 * jax.device_count(), crop=32, degradation=None, prefetch=1)

@@ -92,7 +92,7 @@ def test_two_processes_share_one_global_batch(hosts: list[dict]) -> None:
 def test_two_processes_match_the_single_process_simulation(
     hosts: list[dict], image_dir: Path
 ) -> None:
-    from tests.cheap_degradation import cheap_preset
+    from adcsr_jax.testing.degradation import cheap_preset
 
     cfg = PipelineConfig(batch_size=8, crop=32, degradation=None, prefetch=0)
     deg = cheap_preset(pool_size=4)

@@ -6,19 +6,16 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from adcsr_jax.testing import reference as ref
 from adcsr_jax.weights import load_converted, load_unet, load_vae
-from adcsr_jax.weights import reference as ref
-from adcsr_jax.weights.convert_sd_cli import add_arguments, run
 
 pytest.importorskip("torch")
 
 
 def _main(argv):
-    import argparse
+    from adcsr_jax import cli
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return cli.main(["convert", "sd", *argv])
 
 
 def test_convert_sd_round_trip(tmp_path, capsys):
@@ -46,5 +43,5 @@ def test_convert_sd_round_trip(tmp_path, capsys):
         assert got.keys() == want.keys()
         for key in got:
             np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]))
-    assert _main([str(tmp_path / "missing"), str(tmp_path / "out2")]) == 1
-    assert "no such file" in capsys.readouterr().err
+    assert _main([str(tmp_path / "missing"), str(tmp_path / "out2")]) == 2
+    assert "missing: no such folder" in capsys.readouterr().err

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
+from adcsr_jax.testing import reference as ref
 from adcsr_jax.weights import load_unet, load_vae
-from adcsr_jax.weights import reference as ref
 
 torch = pytest.importorskip("torch")
 

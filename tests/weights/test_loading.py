@@ -11,6 +11,7 @@ import pytest
 from flax import traverse_util
 
 from adcsr_jax.models import UNet2D, UnsupportedConfigError
+from adcsr_jax.testing import reference as ref
 from adcsr_jax.weights import (
     CheckpointMismatchError,
     CheckpointReadError,
@@ -23,7 +24,6 @@ from adcsr_jax.weights import (
     strip_module_prefix,
     strip_prefix,
 )
-from adcsr_jax.weights import reference as ref
 
 torch = pytest.importorskip("torch")
 

@@ -22,9 +22,9 @@ from adcsr_jax.models.adcsr import AdcSRConfig
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from adcsr_jax.testing import reference as ref  # noqa: E402
+from adcsr_jax.testing import torch_adcsr as T  # noqa: E402
 from adcsr_jax.weights import CheckpointMismatchError, CheckpointReadError, params_to_torch  # noqa: E402
-from adcsr_jax.weights import reference as ref  # noqa: E402
-from adcsr_jax.weights import torch_adcsr as T  # noqa: E402
 from adcsr_jax.weights.adcsr_ckpt import (  # noqa: E402
     config_from_state_dict,
     convert_official,
@@ -107,7 +107,14 @@ def test_cli_reports_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str
         ["convert", "adcsr", "--net", str(tmp_path / "net.pkl"), "--half-decoder",
          str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "out")]
     )  # fmt: skip
-    assert code == 1
+    assert code == 2
+    assert "--half-decoder" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    (tmp_path / "half.ckpt").write_bytes(b"garbage")
+    code = cli.main(
+        ["convert", "adcsr", "--net", str(tmp_path / "net.pkl"), "--half-decoder",
+         str(tmp_path / "half.ckpt"), "--out", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 2
     assert "net.pkl" in capsys.readouterr().err
 
 

@@ -16,8 +16,8 @@ from adcsr_jax.weights.prune import (
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from adcsr_jax.weights import reference as ref  # noqa: E402
-from adcsr_jax.weights import torch_adcsr as T  # noqa: E402
+from adcsr_jax.testing import reference as ref  # noqa: E402
+from adcsr_jax.testing import torch_adcsr as T  # noqa: E402
 from adcsr_jax.weights.adcsr_ckpt import student_params_from_torch  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def test_prune_equals_torch_surgery(tiny_sd, ratio: float) -> None:
 
 
 def test_sd21_shapes_follow_spec() -> None:
-    """Shapes only (no 866M-param allocation): the released student's table in SPEC 3.3."""
+    """Shapes only (no 866M-param allocation): the released student's layer widths (AdcSR ``net_params_200.pkl``)."""
     shapes = {
         "conv_in.weight": (320, 4, 3, 3),
         "conv_in.bias": (320,),

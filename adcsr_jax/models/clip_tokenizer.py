@@ -1,6 +1,7 @@
 """CLIP's byte-level BPE tokenizer (OpenAI ``clip.simple_tokenizer``) without ``regex``/``ftfy``.
 
-Same vocabulary (``third_party/clip/bpe_simple_vocab_16e6.txt.gz``), same pre-tokenisation rule
+Same vocabulary (``adcsr_jax/assets/clip/bpe_simple_vocab_16e6.txt.gz``, package data; origin
+and MIT licence beside it), same pre-tokenisation rule
 (``<|startoftext|>``, ``<|endoftext|>``, the contractions 's 't 're 've 'm 'll 'd, runs of
 letters, single digits/numerics, runs of other non-space symbols) implemented with
 ``unicodedata`` categories, and the same 77-token padding as ``clip.tokenize``.
@@ -27,22 +28,10 @@ _CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
 
 
 def default_vocab_path() -> Path:
-    """``$ADCSR_CLIP_BPE_VOCAB``, else the vendored ``third_party/clip`` copy of a source checkout,
-    else the copy inside an installed ``clip`` (openai-clip) or ``open_clip`` package."""
+    """``$ADCSR_CLIP_BPE_VOCAB``, else the copy shipped inside this package (``adcsr_jax/assets``)."""
     if os.environ.get(VOCAB_ENV):
         return Path(os.environ[VOCAB_ENV])
-    vendored = Path(__file__).resolve().parents[2] / "third_party" / "clip" / _VOCAB_NAME
-    if vendored.is_file():
-        return vendored
-    import importlib.util
-
-    for pkg in ("clip", "open_clip"):
-        spec = importlib.util.find_spec(pkg)
-        if spec is not None and spec.origin:
-            candidate = Path(spec.origin).parent / _VOCAB_NAME
-            if candidate.is_file():
-                return candidate
-    return vendored
+    return Path(__file__).resolve().parents[1] / "assets" / "clip" / _VOCAB_NAME
 
 
 @lru_cache
@@ -111,9 +100,9 @@ class ClipTokenizer:
         path = Path(vocab_path) if vocab_path else default_vocab_path()
         if not path.is_file():
             raise FileNotFoundError(
-                f"CLIP BPE vocabulary not found at {path}: it is vendored as "
-                f"third_party/clip/{_VOCAB_NAME} in the repository (also inside the PyPI package "
-                f"openai-clip, clip/{_VOCAB_NAME}); set ${VOCAB_ENV} to its path."
+                f"CLIP BPE vocabulary not found at {path}: it ships inside adcsr_jax "
+                f"(assets/clip/{_VOCAB_NAME}; also inside the PyPI package openai-clip, "
+                f"clip/{_VOCAB_NAME}); reinstall adcsr-jax or set ${VOCAB_ENV} to its path."
             )
         with gzip.open(path) as fh:
             lines = fh.read().decode("utf-8").split("\n")

@@ -7,7 +7,9 @@ taps, ``adaptive_avg_pool`` start/end indices for ``area``) and applied on the d
 ``einsum`` at HIGHEST precision. ``jax.image.resize`` differs (Keys A = -0.5 and antialiasing),
 which is why this exists.
 
-Two ways to use it:
+The one resize module of the package: the models (OSEDiff's x4 bicubic input, the MUSIQ and
+MANIQA preprocessing), inference, the metrics and the degradation pipeline all build their
+matrices here. Three ways to use it:
 
 * ``resize(x, size=..., scale_factor=..., mode=...)``: a drop-in for ``F.interpolate`` on NHWC arrays.
   With ``scale_factor`` the output size is ``floor(in * s)`` and the coordinate map uses ``1 / s``
@@ -17,10 +19,15 @@ Two ways to use it:
   bucket sizes, so one compiled program serves every valid size inside a bucket (the degradation
   pipeline's random resizes). Rows beyond the valid output are zero; columns beyond the valid input
   are zero, so whatever sits in the padding of the input never leaks into the result.
+* ``imresize_matrix``: MATLAB's bicubic ``imresize`` as pyiqa reimplements it (a = -0.5,
+  antialiasing when downscaling, symmetric padding), a different kernel used by NIQE.
+* ``bicubic_resize(x, scale=... | size=...)``: bicubic in the input's dtype (bf16 stays bf16), on
+  any ``(..., H, W, C)`` array, with the matrices cached per size (model code).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -144,3 +151,76 @@ def resize(
     mat_h = jnp.asarray(resize_matrix(x.shape[1], oh, mode, sh))
     mat_w = jnp.asarray(resize_matrix(x.shape[2], ow, mode, sw))
     return apply_resize(x.astype(jnp.float32), mat_h, mat_w)
+
+
+@functools.lru_cache(maxsize=64)
+def _bicubic_matrix(in_size: int, out_size: int, scale_factor: float | None) -> np.ndarray:
+    return resize_matrix(in_size, out_size, "bicubic", scale_factor)
+
+
+def bicubic_resize(
+    x: jax.Array,
+    scale: int | float | None = None,
+    size: tuple[int, int] | None = None,
+) -> jax.Array:
+    """Resize ``(..., H, W, C)`` ``x`` like ``F.interpolate(mode='bicubic', align_corners=False)``.
+
+    Give either ``scale`` (output side = floor(side * scale)) or ``size`` = (height, width). The
+    matrices are cast to ``x.dtype``; the result is not clamped, as in torch.
+    """
+    if (scale is None) == (size is None):
+        raise ValueError("bicubic_resize needs exactly one of scale= or size=")
+    h, w = x.shape[-3], x.shape[-2]
+    if size is None:
+        (out_h, out_w), (sh, sw) = output_size((h, w), None, float(scale))
+    else:
+        (out_h, out_w), (sh, sw) = (int(size[0]), int(size[1])), (None, None)
+    my, mx = _bicubic_matrix(h, out_h, sh), _bicubic_matrix(w, out_w, sw)
+    hp = jax.lax.Precision.HIGHEST
+    y = jnp.einsum("oh,...hwc->...owc", jnp.asarray(my, x.dtype), x, precision=hp)
+    return jnp.einsum("pw,...owc->...opc", jnp.asarray(mx, x.dtype), y, precision=hp)
+
+
+# ----------------------------------------------------------------------------- MATLAB
+
+
+def _matlab_cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    ax = np.abs(x)
+    ax2, ax3 = ax * ax, ax * ax * ax
+    near = ((a + 2) * ax3 - (a + 3) * ax2 + 1) * (ax <= 1)
+    far = (a * ax3 - 5 * a * ax2 + 8 * a * ax - 4 * a) * ((ax > 1) & (ax <= 2))
+    return (near + far).astype(x.dtype)
+
+
+def imresize_matrix(
+    in_size: int, out_size: int, scale: float, antialiasing: bool = True
+) -> np.ndarray:
+    """(out_size, in_size) float32 matrix of pyiqa's ``resize_1d`` (MATLAB bicubic ``imresize``).
+
+    Weights are computed in float32, as pyiqa casts its inputs to float32 before resizing; a
+    separable resize is then ``A_h @ img @ A_w.T``.
+    """
+    kernel_size = 4
+    aa = scale if (antialiasing and scale < 1) else 1.0
+    if aa != 1.0:
+        kernel_size = math.ceil(kernel_size / aa)
+    kernel_size += 2
+    pos = np.linspace(0, out_size - 1, out_size, dtype=np.float32)
+    pos = (pos + np.float32(0.5)) / np.float32(scale) - np.float32(0.5)
+    base = np.floor(pos) - (kernel_size // 2) + 1
+    dist = pos - base
+    offsets = dist[None, :] - np.arange(kernel_size, dtype=np.float32)[:, None]
+    weight = _matlab_cubic(offsets * np.float32(aa))
+    weight = weight / weight.sum(axis=0, keepdims=True)
+    base = base.astype(np.int64)
+    matrix = np.zeros((out_size, in_size), np.float64)
+    for j in range(out_size):
+        for k in range(kernel_size):
+            src = base[j] + k
+            # MATLAB symmetric padding: -1 -> 0, -2 -> 1, n -> n-1, n+1 -> n-2.
+            if src < 0:
+                src = -src - 1
+            elif src >= in_size:
+                src = 2 * in_size - src - 1
+            matrix[j, src] += weight[k, j]
+    return matrix.astype(np.float32)

@@ -45,9 +45,9 @@ def host_colour_fix(raw: np.ndarray, lr01: np.ndarray) -> np.ndarray:
 class ExportModel:
     """A network ready for export.
 
-    ``apply(params, lr01)`` is the exported graph; ``finish(out, lr01)`` the host-side step
+    ``apply(params, lr01)`` is the exported graph; ``postprocess(out, lr01)`` the host-side step
     after it (identity, or the colour fix when it runs on the host); ``reference(params, lr01)``
-    the full JAX path that ``finish(graph(lr))`` must reproduce (SR in [0, 1]).
+    the full JAX path that ``postprocess(graph(lr))`` must reproduce (SR in [0, 1]).
     """
 
     name: str
@@ -56,7 +56,7 @@ class ExportModel:
     scale: int
     description: str
     reference: Callable[[Any, jax.Array], jax.Array] | None = None
-    finish: Callable[[np.ndarray, np.ndarray], np.ndarray] = _identity
+    postprocess: Callable[[np.ndarray, np.ndarray], np.ndarray] = _identity
     raw_apply: Callable[[Any, jax.Array], jax.Array] | None = None  # graph without colour fix
 
     def jax_fn(self) -> Callable[[Any], Any]:
@@ -108,8 +108,8 @@ def for_precision(model: ExportModel, precision: str, colour_fix: str = "auto") 
     """The variant to export at ``precision``: with ``colour_fix='auto'``, W8A16 moves the colour
     fix to the host (when the model has one) and other precisions keep ``model`` as it is."""
     mode = ("host" if precision == "w8a16" else "keep") if colour_fix == "auto" else colour_fix
-    if mode == "host" and model.raw_apply is not None and model.finish is _identity:
-        return dataclasses.replace(model, apply=model.raw_apply, finish=host_colour_fix)
+    if mode == "host" and model.raw_apply is not None and model.postprocess is _identity:
+        return dataclasses.replace(model, apply=model.raw_apply, postprocess=host_colour_fix)
     return model
 
 

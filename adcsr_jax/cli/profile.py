@@ -12,7 +12,8 @@ specs locally. Needs an AI Hub token (``qai-hub configure --api_token ...``). Ex
 from __future__ import annotations
 
 import argparse
-import sys
+
+from adcsr_jax.cli.common import CommandError, existing_dir, existing_file, positive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,21 +35,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    model = existing_file(args.model, "--model")
+    if model.suffix.lower() not in (".tflite", ".onnx"):
+        raise CommandError(f"--model {model}: give an exported .tflite or .onnx file")
+    if args.precision == "w8a16" and model.suffix.lower() == ".onnx" and not args.calib:
+        raise CommandError("--precision w8a16 on ONNX needs --calib DIR (LR images)")
+    if args.calib is not None:
+        existing_dir(args.calib, "--calib")
+    positive(args.batch, "--batch")
+    positive(args.calib_count, "--calib-count")
     from adcsr_jax.export import aihub
 
     try:
-        specs = aihub.input_specs(args.model, batch=args.batch)
-        runtime = aihub.runtime_for(args.model, args.runtime)
+        specs = aihub.input_specs(model, batch=args.batch)
+        runtime = aihub.runtime_for(model, args.runtime)
     except (FileNotFoundError, ValueError) as err:
-        print(f"adcsr profile: {err}", file=sys.stderr)
-        return 2
+        raise CommandError(str(err)) from err
     for spec in specs:
         print(f"[aihub] input {spec.name}: shape {spec.shape}, {spec.dtype}; runtime {runtime}")
-    if args.precision == "w8a16" and Path(args.model).suffix.lower() == ".onnx" and not args.calib:
-        print("adcsr profile: --precision w8a16 on ONNX needs --calib DIR", file=sys.stderr)
-        return 2
     if args.dry_run:
         print("[aihub] dry run: input specs OK, nothing submitted")
         return 0
@@ -62,12 +66,8 @@ def run(args: argparse.Namespace) -> int:
         calib = from_folder(args.calib, size, args.calib_count)
         if specs[0].shape[-1] != 3:  # NCHW file
             calib = [np.transpose(c, (0, 3, 1, 2)) for c in calib]
-    try:
-        summary = aihub.profile(
-            args.model, args.device, args.precision, args.runtime, calib, poll_s=args.poll
-        )
-    except aihub.AIHubConfigError as err:
-        print(f"adcsr profile: {err}", file=sys.stderr)
-        return 3
+    summary = aihub.profile(
+        model, args.device, args.precision, args.runtime, calib, poll_s=args.poll
+    )  # AIHubConfigError (no token) is a UserError: one message, exit status 2
     print(summary.text())
     return 0

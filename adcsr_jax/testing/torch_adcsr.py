@@ -48,7 +48,7 @@ def torch_half_decoder(config: dict[str, Any] | None = None, seed: int = 0) -> A
     import torch
     from diffusers.models.autoencoders.vae import Decoder
 
-    from adcsr_jax.weights.reference import randomize
+    from adcsr_jax.testing.reference import randomize
 
     torch.manual_seed(seed)
     return randomize(Decoder(**(config or HALF_DECODER_CONFIG)), seed)

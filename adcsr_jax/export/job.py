@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adcsr_jax.export.models import ExportModel
-from adcsr_jax.export.report import Measurement, file_size_mb, measure_runtime
-from adcsr_jax.export.verify import Accuracy, evaluate
+from adcsr_jax.export.benchmark import Measurement, file_size_mb, measure_runtime
+from adcsr_jax.export.graphs import ExportModel
+from adcsr_jax.export.verify import Accuracy, compare_runs
 
 FORMATS = ("tflite", "onnx")
 
@@ -84,7 +84,9 @@ def export_and_check(
     accuracy: Accuracy | None = None
     if check_images:
         run = runner(path, fmt, layout)
-        accuracy = evaluate(lambda x: model.finish(run(x), x), model.jax_fn(), check_images)
+        accuracy = compare_runs(
+            lambda x: model.postprocess(run(x), x), model.jax_fn(), check_images
+        )
         log(f"[export] {fmt} {precision} vs JAX: {accuracy.summary()}")
     latency = memory = float("nan")
     if measure:

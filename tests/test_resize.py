@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adcsr_jax.data.resize import MODES, apply_resize, resize, resize_matrix
+from adcsr_jax.resize import MODES, apply_resize, resize, resize_matrix
 
 RNG = np.random.default_rng(0)
 X = RNG.random((2, 3, 37, 53)).astype(np.float32)

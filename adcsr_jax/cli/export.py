@@ -2,7 +2,7 @@
 
 The file takes LR images in [0, 1] (NHWC float32, fixed size, batch 1 or dynamic) and returns
 the x4 SR image in [0, 1] (at W8A16 by default the raw output in about [-1, 1]; AdcSR's colour
-fix then runs on the host: adcsr_jax.export.models.host_colour_fix). After writing, it is run on real LR images and compared with JAX
+fix then runs on the host: adcsr_jax.export.graphs.host_colour_fix). After writing, it is run on real LR images and compared with JAX
 (fp32: max abs error <= 1e-4 of the output range; W8A16: PSNR, target >= 35 dB), and its size,
 CPU latency and peak memory are printed. Example:
 
@@ -17,6 +17,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from adcsr_jax.cli.common import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    CommandError,
+    existing_dir,
+    output_file,
+    positive,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,36 +82,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed runs for the median")
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Flags, paths and combinations, before any network is built."""
+    if args.weights is None and args.init is None:
+        raise CommandError("give --weights DIR (or --init full|tiny for random weights)")
+    if args.weights is not None:
+        existing_dir(args.weights, "--weights")
+    output_file(args.out, "--out")
+    if args.format == "onnx" and args.precision == "w8a16":
+        raise CommandError(
+            "ONNX W8A16 runs on Qualcomm AI Hub: export --precision fp32 and use "
+            "`adcsr profile --precision w8a16`"
+        )
+    if args.precision == "w8a16" and not (args.calib or args.calib_source):
+        raise CommandError(
+            "--precision w8a16 needs --calib DIR (LR images) or --calib-source "
+            "DIR|tfds:DATA_DIR (HR images, degraded by the data pipeline)"
+        )
+    if args.calib is not None:
+        existing_dir(args.calib, "--calib")
+    if args.calib_source is not None and not args.calib_source.startswith("tfds:"):
+        existing_dir(args.calib_source, "--calib-source")
+    for flag in ("lr_size", "calib_count", "check_count", "runs"):
+        positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+
+
 def run(args: argparse.Namespace) -> int:
+    _check(args)
     import numpy as np
 
-    from adcsr_jax.export import calibration, models, pipeline, verify
+    from adcsr_jax.export import calibration, graphs, job, verify
 
-    if args.weights is None and args.init is None:
-        print(
-            "adcsr export: give --weights DIR (or --init full|tiny for random weights)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.format == "onnx" and args.precision == "w8a16":
-        print(
-            "adcsr export: ONNX W8A16 runs on Qualcomm AI Hub: export --precision fp32 and use "
-            "`adcsr profile --precision w8a16`",
-            file=sys.stderr,
-        )
-        return 2
-    if args.precision == "w8a16" and not (args.calib or args.calib_source):
-        print(
-            "adcsr export: --precision w8a16 needs --calib DIR (LR images) or --calib-source "
-            "DIR|tfds:DATA_DIR (HR images, degraded by the data pipeline)",
-            file=sys.stderr,
-        )
-        return 2
     mode = args.colour_fix
     if mode == "auto":
         mode = "host" if args.precision == "w8a16" else "graph"
-    model = models.load(args.model, args.weights, args.init or "full", args.seed, mode)
-    if model.finish is not models.host_colour_fix and mode == "host":
+    model = graphs.load(args.model, args.weights, args.init or "full", args.seed, mode)
+    if model.postprocess is not graphs.host_colour_fix and mode == "host":
         print("[export] this model has no colour fix to move to the host")
     print(f"[export] {model.description}")
     calib = check = None
@@ -129,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(0)
         check = [rng.uniform(0, 1, (1, args.lr_size, args.lr_size, 3)).astype(np.float32)]
         print("[export] no --calib: checking on a random image")
-    result = pipeline.export_and_check(
+    result = job.export_and_check(
         model,
         args.format,
         args.precision,
@@ -148,10 +163,10 @@ def run(args: argparse.Namespace) -> int:
             f"[export] FAILED: fp32 error {acc.rel_max_abs:.2e} of range > {verify.FP32_REL_TOL}",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_PARTIAL
     if acc is not None and args.precision == "w8a16" and acc.psnr < verify.W8A16_PSNR_TARGET:
         print(f"[export] warning: W8A16 PSNR {acc.psnr:.1f} dB < {verify.W8A16_PSNR_TARGET} dB")
-    from adcsr_jax.export.report import table
+    from adcsr_jax.export.benchmark import table
 
     print(table([result]))
-    return 0
+    return EXIT_OK
