@@ -264,8 +264,8 @@ def test_step_matches_latent_diffusion_torch(built, global_step) -> None:
         updated_close(got_d, ref.disc)
     for name, st in tr["disc_batch_stats"].items():  # G's fake, D's real, D's fake batches
         key = name.replace("main_", "main.")
-        close(st["mean"], want_d[f"{key}.running_mean"], atol=1e-7)
-        close(st["var"], want_d[f"{key}.running_var"], atol=1e-7)
+        close(st["mean"], want_d[f"{key}.running_mean"], atol=1e-6)
+        close(st["var"], want_d[f"{key}.running_var"], atol=1e-6)
     assert int(tr["step"]) == global_step + 1
 
 
