@@ -235,7 +235,7 @@ def write_half_decoder_ckpt(path: str | Path, params: Any) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
+    sd = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in
           half_decoder_torch_state_dict(params).items()}  # fmt: skip
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"state_dict": sd}, tmp)
