@@ -458,15 +458,16 @@ def make_step(config: Any, nets: Networks):
 
 
 # ----------------------------------------------------------------------------- shardings
-def make_shardings(mesh: Mesh):
-    """Replicated, except leaves of at least ``FSDP_MIN_SIZE`` elements: their largest axis that
-    the ``fsdp`` mesh axis divides is sharded over it (FSDP-style; a no-op when fsdp = 1)."""
+def make_shardings(mesh: Mesh, min_size: int = FSDP_MIN_SIZE):
+    """Replicated, except leaves of at least ``min_size`` elements (``sharding.fsdp_min_size``):
+    their largest axis that the ``fsdp`` mesh axis divides is sharded over it (FSDP-style; a
+    no-op when fsdp = 1). The batch itself is the loop's (over ``('data', 'fsdp')``)."""
     fsdp = int(mesh.shape.get("fsdp", 1))
 
     def one(leaf: Any) -> NamedSharding:
         shape = tuple(getattr(leaf, "shape", ()))
         spec = [None] * len(shape)
-        if fsdp > 1 and int(np.prod(shape, dtype=np.int64)) >= FSDP_MIN_SIZE:
+        if fsdp > 1 and int(np.prod(shape, dtype=np.int64)) >= min_size:
             axes = [i for i in np.argsort(shape)[::-1] if shape[i] % fsdp == 0]
             if axes:
                 spec[int(axes[0])] = "fsdp"
@@ -593,7 +594,9 @@ def build(config: Any, mesh: Mesh) -> Stage:
     return Stage(
         name=NAME,
         init=make_init(config, nets),
-        shardings=make_shardings(mesh),
+        shardings=make_shardings(
+            mesh, int(config.get("sharding", {}).get("fsdp_min_size", FSDP_MIN_SIZE))
+        ),
         step=make_step(config, nets),
         batch_keys=("gt",),
         evaluate=make_evaluate(config, nets) if has_eval else None,

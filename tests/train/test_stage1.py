@@ -331,3 +331,44 @@ def test_export_writes_both_layouts(built, tmp_path) -> None:
     config, params = load_half_decoder(folder)
     assert config == nets.half
     jax.tree.map(np.testing.assert_array_equal, params, state["train"]["decoder"])
+
+
+@pytest.mark.slow
+def test_one_device_equals_eight(built) -> None:
+    """jit over a (data 4, fsdp 2) mesh: BatchNorm statistics are those of the global batch, so
+    the sharded step equals the single-device one (taming's per-GPU DDP BatchNorm would not)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from adcsr_jax.sharding import batch_sharding
+
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 (simulated) devices")
+    config, _, _, state0 = built
+    config = small_config()
+    config.data.batch_size = 8
+    rng = np.random.default_rng(3)
+    gt = jnp.asarray(rng.uniform(0, 1, (8, 32, 32, 3)).astype(np.float32))
+    results = []
+    for mesh in (make_mesh(devices=jax.devices()[:1]), make_mesh(data=4, fsdp=2)):
+        stage = stage1.build(config, mesh)
+        state = jax.tree.map(jnp.asarray, state0)
+        state["train"]["step"] = jnp.asarray(1, jnp.int32)
+        shard = stage.shardings(jax.eval_shape(lambda s: s, state))
+        state = jax.device_put(state, shard)
+        batch = {"gt": jax.device_put(gt, batch_sharding(mesh, 4))}
+        rep = NamedSharding(mesh, PartitionSpec())
+        step = jax.jit(stage.step, in_shardings=(shard, None, rep), out_shardings=(shard, rep))
+        new, metrics = step(state, batch, jax.random.key(0))
+        results.append(jax.tree.map(np.asarray, (new["train"], metrics)))
+    (t1, m1), (t8, m8) = results
+    for key in m1:
+        close(m8[key], m1[key], rtol=1e-5, atol=1e-7)
+    # Adam's first step is ~lr * sign(grad): gradients at the fp32 noise floor (other reduction
+    # order on 8 devices) may flip; at most 0.1% of the elements, by at most 2 lr.
+    lr = stage1.learning_rate(config)
+    off = total = 0
+    for a, b in zip(jax.tree.leaves(t1), jax.tree.leaves(t8)):
+        diff = np.abs(np.asarray(b, np.float64) - np.asarray(a, np.float64))
+        assert diff.max() <= 2.5 * lr
+        off, total = off + int((diff > 1e-6 + 1e-5 * np.abs(a)).sum()), total + diff.size
+    assert off <= 1e-3 * total, (off, total)
