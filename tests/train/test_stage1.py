@@ -361,8 +361,10 @@ def test_one_device_equals_eight(built) -> None:
         new, metrics = step(state, batch, jax.random.key(0))
         results.append(jax.tree.map(np.asarray, (new["train"], metrics)))
     (t1, m1), (t8, m8) = results
-    for key in m1:
-        close(m8[key], m1[key], rtol=1e-5, atol=1e-7)
+    for key in m1:  # D's phase runs on the updated decoder, downstream of Adam's sign flips
+        d_phase = key in ("loss/d", "d/logits_real", "d/logits_fake", "grad_norm/d")
+        rtol = 1e-4 if d_phase else 1e-5
+        np.testing.assert_allclose(m8[key], m1[key], rtol=rtol, atol=1e-7, err_msg=key)
     # Adam's first step is ~lr * sign(grad): gradients at the fp32 noise floor (other reduction
     # order on 8 devices) may flip; at most 0.1% of the elements, by at most 2 lr.
     lr = stage1.learning_rate(config)
