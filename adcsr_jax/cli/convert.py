@@ -61,7 +61,12 @@ def run_sd(args: argparse.Namespace) -> int:
 
 def add_adcsr_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--net", required=True, help="AdcSR's net_params_*.pkl")
-    parser.add_argument("--half-decoder", required=True, help="AdcSR's halfDecoder.ckpt")
+    parser.add_argument(
+        "--half-decoder",
+        required=True,
+        help="AdcSR's halfDecoder.ckpt, in AdcSR's layout (decoder.up_blocks...) or "
+        "latent-diffusion's (decoder.up.N.block.M...), e.g. from `adcsr train` stage 1",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
         "--allow-unsafe-pickle",

@@ -28,6 +28,7 @@ from flax import traverse_util
 
 from adcsr_jax.models.adcsr import AdcSR, AdcSRConfig, abstract_params
 from adcsr_jax.weights.errors import CheckpointMismatchError, CheckpointReadError
+from adcsr_jax.weights.half_decoder import read_half_decoder_state_dict
 from adcsr_jax.weights.io import read_safetensors, read_state_dict
 from adcsr_jax.weights.loaders import (
     CONVERTED_CONFIG,
@@ -95,15 +96,10 @@ def read_net_params(
 def read_half_decoder(
     path: str | Path, *, allow_unsafe_pickle: bool = False
 ) -> dict[str, np.ndarray]:
-    """Diffusers ``Decoder`` state dict from ``halfDecoder.ckpt`` (AdcSR's rule: names containing
-    ``decoder``, with ``decoder.`` removed)."""
-    raw = read_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle)
-    out = {k.replace("decoder.", ""): v for k, v in raw.items() if "decoder" in k}
-    if not out:
-        raise CheckpointReadError(
-            f"{path}: no entry name contains 'decoder' (found e.g. {sorted(raw)[:5]})"
-        )
-    return out
+    """Diffusers ``Decoder`` state dict from ``halfDecoder.ckpt``: AdcSR's layout (names
+    containing ``decoder``, with ``decoder.`` removed) or latent-diffusion's
+    (``decoder.up.N.block.M...``), see :mod:`adcsr_jax.weights.half_decoder`."""
+    return read_half_decoder_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle)
 
 
 def official_state_dict(

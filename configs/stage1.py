@@ -1,0 +1,158 @@
+"""Stage 1 of AdcSR: pretrain the 50%-width VAE decoder (``adcsr_jax.train.stage1``).
+
+Command::
+
+    adcsr train --config configs/stage1.py:tiny --workdir /tmp/stage1_tiny
+    adcsr train --config configs/stage1.py:full --workdir runs/stage1 \
+        --config.data.source=/data/openimages --config.model.sd_vae=stable-diffusion-2-1-base
+
+Outputs: ``<workdir>/half_decoder/`` (our converted folder, kind ``decoder``) and
+``<workdir>/halfDecoder.ckpt`` (AdcSR ``train.py`` / ``test.py`` load it strictly); the stage-2
+config takes either (``weights.half_decoder.load_half_decoder``).
+
+``tiny``: random SD-VAE-shaped networks (SD widths 64/64/128/128, half decoder 32/32/64/64 =
+``AdcSRConfig.tiny``'s decoder), random LPIPS-VGG weights, 32 px crops of the bundled sample
+photos (``adcsr_jax.data.sample_set``), batch 4, 200 steps, D from step 100. A smoke run: on this
+2-core CPU a few minutes, about 2 GB RAM; the reconstruction loss falls. Its validation images
+(chelsea, coffee: centre crops) are also among the training photos.
+
+``full`` (each number with its source; "no source" where the authors published none):
+
+* network: SD 2.1-base VAE (frozen encoder, quant_conv, post_quant_conv), half decoder by pruning
+  SD's decoder to its leading 50% channels (AdcSR: "channel pruning" of the decoder; whether the
+  authors started from the pruned weights or from scratch is not public: ``decoder_init``);
+* loss: latent-diffusion ``models/first_stage_models/kl-f8/config.yaml`` and
+  ``configs/autoencoder/autoencoder_kl_32x32x4.yaml``: ``disc_start`` 50001, ``disc_weight``
+  0.5, ``kl_weight`` 1e-6 (no KL here: frozen encoder), ``LPIPSWithDiscriminator`` defaults
+  ``perceptual_weight`` 1.0, ``logvar_init`` 0.0, ``disc_factor`` 1.0, hinge loss, 3 layers,
+  64 filters (taming ``NLayerDiscriminator`` default ``ndf``);
+* optimiser: ldm ``AutoencoderKL.configure_optimizers``: Adam, betas (0.5, 0.9) (torch eps 1e-8),
+  both optimisers the same learning rate, no schedule; ldm ``main.py``: lr = accumulate x ngpu x
+  batch x ``base_learning_rate`` with ``base_learning_rate`` 4.5e-6 (both configs);
+  ``autoencoder_kl_32x32x4.yaml``: batch 12, ``accumulate_grad_batches`` 2, one GPU (ldm README's
+  command ``--gpus 0,``) -> global batch 24 per update, lr = 24 x 4.5e-6 = 1.08e-4;
+* data: 512 crops (the issue; AdcSR trains stage 2 on 512 crops; ldm trains at 256); AdcSR's
+  paper as summarised by third parties: 250K steps on OpenImages, then 250K on LAION-Face +
+  LAION-Aesthetic (not verifiable here: no source text). ``total_steps`` 500K follows that
+  summary; switch ``data.source`` between the two phases (resume keeps the state).
+* batch: no AdcSR source; ldm's 24 (above).
+
+BatchNorm of the PatchGAN under sharding: ``jax.jit`` over the global batch gives batch statistics
+of the whole global batch (taming under DDP normalises per GPU), so 1 and N devices agree; running
+statistics are kept in ``train.disc_batch_stats`` as torch's ``BatchNorm2d`` keeps them
+(momentum 0.1, unbiased variance), though training never reads them (D is always in train mode,
+as in ldm).
+
+Expected on 8 x A100-80G (not measured here): the stage-1 step at batch 24 x 512^2 fits with
+``micro_batches`` 2 in fp32. CPU figures: ``scripts/bench_train_stage1.py``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def engine_fields(c: ml_collections.ConfigDict) -> None:
+    """The engine's fields this stage sets (names of ``adcsr_jax.train.config.base_config``)."""
+    c.stage = "stage1"
+    c.seed = 0
+    c.total_steps = 500_000
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "num_devices": -1})
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "tfds:~/tensorflow_datasets:hr_images"
+    c.data.batch_size = 24
+    c.data.crop = 512
+    c.data.flip = True
+    c.data.degradation = None  # HR crops only
+    c.data.pool_size = 0
+    c.data.output_dtype = "float32"
+    c.data.prefetch = 2
+    c.data.num_workers = 4
+    c.checkpoint = ml_collections.ConfigDict(
+        {"every_steps": 5000, "keep_last": 3, "keep_every": 50_000, "asynchronous": True}
+    )
+    c.log = ml_collections.ConfigDict({"every_steps": 50, "tensorboard": True})
+    c.eval = ml_collections.ConfigDict({"every_steps": 5000, "at_end": True})
+    c.max_nonfinite_in_a_row = 10
+    c.export_at_end = True
+
+
+def stage_fields(c: ml_collections.ConfigDict) -> None:
+    """Stage 1's own fields (read by ``adcsr_jax.train.stage1``), ``full`` values."""
+    m = c.model = ml_collections.ConfigDict()
+    m.sd_vae = "stable-diffusion-2-1-base"  # diffusers pipeline root / vae folder; "" = random
+    m.sd_block_out_channels = (128, 256, 512, 512)  # used for random weights (sd_vae = "")
+    m.layers_per_block = 2
+    m.norm_num_groups = 32
+    m.ratio = 0.5  # half decoder: leading int(0.5 * w) channels, widths 64/128/256/256
+    m.decoder_init = "prune"  # "prune" | "scratch" | "checkpoint"
+    m.decoder_checkpoint = ""  # for "checkpoint": halfDecoder.ckpt (either layout) or our folder
+    m.dtype = "float32"  # compute dtype of the VAE parts (losses and norms stay fp32)
+    m.attention_query_chunk = None
+    m.conv_matmul_max_pixels = None
+    m.seed = 0  # host-side random weights (tiny) and the decoder's scratch init
+
+    loss = c.loss = ml_collections.ConfigDict()
+    loss.perceptual_weight = 1.0
+    loss.lpips_weights = ""  # "" = `adcsr convert metrics` cache; a folder; or "random"
+    loss.logvar_init = 0.0
+    loss.train_logvar = False  # ldm never hands logvar to an optimiser (see the stage docstring)
+    loss.disc_start = 50_001
+    loss.disc_factor = 1.0
+    loss.disc_weight = 0.5
+    loss.disc_loss = "hinge"
+    loss.disc_num_layers = 3
+    loss.disc_ndf = 64
+
+    o = c.optim = ml_collections.ConfigDict()
+    o.base_lr = 4.5e-6
+    o.scale_lr = True  # lr = base_lr x data.batch_size (ldm main.py)
+    o.b1 = 0.5
+    o.b2 = 0.9
+    o.eps = 1e-8
+    o.micro_batches = 2  # ldm accumulate_grad_batches
+
+    c.eval.dir = ""  # held-out HR images (folder or sample:val); "" = no validation
+    c.eval.num_images = 8
+    c.eval.crop = 512
+    c.eval.grid_images = 4
+    c.eval.lpips_net = "alex"  # "alex" (the SR papers' LPIPS) or "vgg" (the loss network)
+
+
+def tiny(c: ml_collections.ConfigDict) -> None:
+    c.total_steps = 200
+    c.data.source = "sample"
+    c.data.batch_size = 4
+    c.data.crop = 32
+    c.data.num_workers = 2
+    c.checkpoint.every_steps = 50
+    c.checkpoint.keep_every = 0
+    c.checkpoint.asynchronous = False
+    c.log.every_steps = 10
+    c.log.tensorboard = False
+    c.eval.every_steps = 100
+    c.model.sd_vae = ""
+    c.model.sd_block_out_channels = (64, 64, 128, 128)
+    c.loss.lpips_weights = "random"
+    c.loss.disc_start = 100
+    c.loss.disc_ndf = 16
+    c.optim.base_lr = 2.5e-5  # x batch 4 = 1e-4 (tiny only: fast enough to see the loss fall)
+    c.optim.micro_batches = 1
+    c.eval.dir = "sample:val"
+    c.eval.num_images = 2
+    c.eval.crop = 64
+    c.eval.grid_images = 2
+    c.eval.lpips_net = "vgg"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """``full`` (default) or ``tiny``."""
+    variant = arg or "full"
+    if variant not in ("full", "tiny"):
+        raise ValueError(f"configs/stage1.py: variant must be 'full' or 'tiny', got {variant!r}")
+    c = ml_collections.ConfigDict()
+    engine_fields(c)
+    stage_fields(c)
+    if variant == "tiny":
+        tiny(c)
+    return c
