@@ -20,6 +20,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "sd": "adcsr_jax.weights.convert_sd_cli",
         "adcsr": "adcsr_jax.weights.convert_adcsr_cli",
         "osediff": "adcsr_jax.weights.convert_osediff_cli",
+        "export-official": "adcsr_jax.weights.export_official_cli",
     },
     "eval": "adcsr_jax.eval.cli",
     "infer": "adcsr_jax.infer_cli",
