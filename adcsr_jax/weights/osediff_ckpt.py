@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adcsr_jax.lora import PEFT_DEFAULT_ALPHA, lora_scaling, merge_lora
 from adcsr_jax.models.osediff import OSEDiff, OSEDiffConfig, abstract_params
 from adcsr_jax.models.unet import UNetConfig
 from adcsr_jax.models.vae import VAEConfig
+from adcsr_jax.nn.lora import PEFT_DEFAULT_ALPHA, lora_scaling, merge_lora
 from adcsr_jax.weights.adcsr_ckpt import read_converted_meta, read_converted_params
 from adcsr_jax.weights.errors import CheckpointMismatchError, CheckpointReadError
 from adcsr_jax.weights.io import read_state_dict, read_torch
