@@ -8,8 +8,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from adcsr_jax.models import UNet2D, UNetConfig, abstract_params, init_params
+from adcsr_jax.models import Decoder, UNet2D, UNetConfig, VAEConfig, abstract_params, init_params
 from adcsr_jax.models.adcsr import AdcSR, AdcSRConfig, random_params
 from adcsr_jax.models.adcsr import abstract_params as student_abstract
 
@@ -27,14 +28,34 @@ def _value_and_grad(module, params, *args, method=None):
 
 
 def _assert_same(a, b) -> None:
-    """Recomputation may fuse differently: equal to fp32 summation-order rounding."""
+    """Recomputation may fuse differently: equal up to fp32 summation-order rounding, relative to
+    the largest gradient (biases in front of a GroupNorm get ~1e-10 noise instead of 0)."""
     (va, ga), (vb, gb) = a, b
     np.testing.assert_allclose(va, vb, rtol=1e-5)
+    scale = max(float(np.abs(y).max()) for y in jax.tree.leaves(gb))
     for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(ga), jax.tree.leaves(gb)):
-        scale = float(np.abs(y).max()) + 1e-12
-        np.testing.assert_allclose(x, y, rtol=0, atol=1e-5 * scale, err_msg=str(path))
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6 * scale, err_msg=str(path))
 
 
+def test_remat_flag_reaches_every_block() -> None:
+    config = AdcSRConfig.tiny().replace(remat=True)
+    assert config.unet_config().remat and config.decoder_config().remat
+    assert AdcSRConfig.from_dict(config.to_dict()) == config
+    assert not AdcSRConfig.tiny().unet_config().remat
+
+
+def test_decoder_remat_same_params_outputs_and_grads() -> None:
+    config = VAEConfig(block_out_channels=(32, 32), layers_per_block=1)
+    remat = dataclasses.replace(config, remat=True)
+    z = jnp.asarray(np.random.default_rng(3).standard_normal((1, 4, 4, 4)), jnp.float32)
+    params = init_params(Decoder(config), jax.random.key(1), z)
+    assert _shapes(abstract_params(Decoder(remat), z)) == _shapes(params)
+    _assert_same(
+        _value_and_grad(Decoder(config), params, z), _value_and_grad(Decoder(remat), params, z)
+    )
+
+
+@pytest.mark.slow  # ~2 min compile (16 on a loaded 2-core box); stage 2's remat test covers it
 def test_student_remat_same_params_outputs_and_grads() -> None:
     config = AdcSRConfig.tiny()
     remat = config.replace(remat=True)
@@ -49,6 +70,7 @@ def test_student_remat_same_params_outputs_and_grads() -> None:
     )
 
 
+@pytest.mark.slow  # 2-level UNet grads, compiled twice: ~3 min on a shared 2-core CPU
 def test_sd_unet_remat_same_outputs_and_grads() -> None:
     config = UNetConfig(
         block_out_channels=(32, 64), num_attention_heads=(2, 2), cross_attention_dim=16,

@@ -162,6 +162,7 @@ def test_one_step_equals_torch_train_py(base, torch_step) -> None:
         assert np.abs(moved).max() > 0  # the step changed the params
 
 
+@pytest.mark.slow  # a second whole-step compile (minutes on a shared 2-core CPU)
 def test_remat_gives_the_same_step(base, torch_nets) -> None:
     config, _, state, new, metrics = base
     config = config.copy_and_resolve_references()
@@ -179,6 +180,7 @@ def test_remat_gives_the_same_step(base, torch_nets) -> None:
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # a second whole-step compile (minutes on a shared 2-core CPU)
 def test_grad_accum_2_equals_1(base, torch_nets) -> None:
     config, nets, state, new, metrics = base
     config = config.copy_and_resolve_references()
