@@ -28,7 +28,8 @@ Variants:
 Fields: ``model`` (where the networks come from), ``prompt`` (the fixed embedding; ``source``
 stays a switch for the prompt-path issue), ``disc``, ``optim``, ``loss``, ``compute_dtype``,
 ``remat``, ``grad_accum``, ``eval`` (held-out paired folders), ``export``; the engine's fields
-(steps, intervals, mesh, rules, data) are set in :func:`engine_fields`.
+(``total_steps``, ``log``, ``checkpoint``, ``mesh``, ``sharding``, ``data``, ``eval.every_steps``)
+are set in :func:`engine_fields`.
 """
 
 from __future__ import annotations
@@ -37,34 +38,35 @@ import ml_collections
 
 
 def engine_fields(config: ml_collections.ConfigDict, variant: str) -> None:
-    """The loop's fields (steps, intervals, mesh, sharding rules, input pipeline)."""
+    """The loop's fields (``adcsr_jax/train/config.py: base_config`` names): steps, intervals,
+    mesh, sharding rules, input pipeline."""
     tiny = variant == "tiny"
     config.seed = 0
-    config.steps = 200 if tiny else 200_000
-    config.log_every = 10 if tiny else 100
-    config.ckpt_every = 100 if tiny else 2_000
-    config.eval_every = 100 if tiny else 5_000
-    config.keep_last = 2
-    config.keep_every = 0 if tiny else 50_000
+    config.total_steps = 200 if tiny else 200_000
+    config.log = ml_collections.ConfigDict({"every_steps": 10 if tiny else 100})
+    config.checkpoint = ml_collections.ConfigDict(
+        {"every_steps": 100 if tiny else 2_000, "keep_last": 2, "keep_every": 0 if tiny else 50_000}
+    )
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-    # (logical axis, mesh axis) pairs (adcsr_jax.nn.axes vocabulary); empty = replicate all.
-    config.rules = () if tiny else (("conv_out", "fsdp"), ("embed", "fsdp"), ("mlp", "fsdp"))
+    # (logical axis, mesh axes) pairs (adcsr_jax.nn.axes vocabulary); empty = replicate all.
+    config.sharding = ml_collections.ConfigDict(
+        {"rules": () if tiny else (("conv_out", "fsdp"), ("embed", "fsdp"), ("mlp", "fsdp"))}
+    )
     config.data = ml_collections.ConfigDict(
         {
-            "source": "sample" if tiny else "",  # HR folder / tfds:DIR / 'sample'; or lr_dir+hr_dir
-            "lr_dir": "",  # a paired LR/HR folder instead of degrading HR on the fly
-            "hr_dir": "",
+            # "sample" (bundled photos), an HR folder, "tfds:DIR", or "paired:LR_DIR:HR_DIR"
+            "source": "sample" if tiny else "",
             "batch_size": 2 if tiny else 96,
             "crop": 64 if tiny else 512,
             "degradation": "adcsr",
             "pool_size": 8 if tiny else -1,  # -1: the preset's (1200)
-            "seed": 0,
         }
     )
 
 
-def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-    """``tiny`` or ``full`` (see the module docstring)."""
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """``tiny`` (the default) or ``full`` (see the module docstring)."""
+    arg = arg or "tiny"
     if arg not in ("tiny", "full"):
         raise ValueError(f"configs/stage2.py: variant must be 'tiny' or 'full', got {arg!r}")
     tiny = arg == "tiny"
@@ -107,6 +109,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     config.conv_matmul_max_pixels = 0
     config.eval = ml_collections.ConfigDict(
         {
+            "every_steps": 100 if tiny else 5_000,  # 0: never (the loop's field)
             "lr_dir": "",
             "hr_dir": "",
             "metrics": ("psnr", "lpips", "dists"),

@@ -223,9 +223,10 @@ def main() -> int:
     if args.part:
         run_part(args)
         return 0
-    runs = [p for p in ("matmul-peak", "tiny") if p in args.only]
+    runs = [p for p in ("matmul-peak",) if p in args.only]
     for _ in range(args.repeats):
         runs += [p for p in ("flax", "torch") if p in args.only]
+    runs += [p for p in ("tiny",) if p in args.only]
     results: dict[str, list[dict]] = {}
     for part in runs:
         cmd = [sys.executable, __file__, "--part", part, "--lr", str(args.lr),

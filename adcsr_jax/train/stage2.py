@@ -533,13 +533,21 @@ def build(config: Any, mesh: Mesh) -> Stage:
     return Stage(
         name=NAME,
         init=init,
-        shardings=lambda shapes: state_shardings(mesh, config.get("rules", ()), nets, shapes),
+        shardings=lambda shapes: state_shardings(mesh, _rules(config), nets, shapes),
         step=make_step(config, nets),
         batch_keys=BATCH_KEYS,
         evaluate=make_evaluate(config, nets) if has_eval else None,
         export=make_export(config, nets),
         hparams=hparams(config),
     )
+
+
+def _rules(config: Any) -> tuple:
+    """``config.sharding.rules`` (the engine's field), else ``config.rules``, else none."""
+    sharding = config.get("sharding")
+    if sharding is not None and "rules" in sharding:
+        return tuple(sharding.rules)
+    return tuple(config.get("rules", ()))
 
 
 def hparams(config: Any) -> dict[str, Any]:

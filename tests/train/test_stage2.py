@@ -272,7 +272,7 @@ def test_export_runs_in_infer_and_round_trips_official(base, tmp_path: Path) -> 
 
 def test_configs_and_build() -> None:
     tiny, full = get_config("tiny"), get_config("full")
-    assert (full.data.batch_size, full.data.crop, full.steps) == (96, 512, 200_000)
+    assert (full.data.batch_size, full.data.crop, full.total_steps) == (96, 512, 200_000)
     assert tuple(full.optim.milestones) == (100_000,) and full.optim.lr_d == 1e-6
     assert tiny.prompt.source == "fixed" and tiny.model.source == "random"
     with pytest.raises(ValueError, match="variant"):
