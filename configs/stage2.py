@@ -12,18 +12,19 @@ Variants:
 * ``tiny``: seeded random networks of the real structure (SD UNet widths 32-128 pruned to 24-96,
   half decoder 32-64, D = that SD UNet + rank-4 LoRA), the bundled sample photos
   (``adcsr_jax.data.sample_set``) through the ``adcsr`` degradation at 64-pixel HR crops
-  (16-pixel LR), batch 2, 200 steps. Hardware: this 2-core CPU. Expected: a few minutes
-  (the step is about 1 s after a ~1 min compile), well under 2 GB RSS; the distillation loss
-  ``loss/distill`` falls measurably (random teacher, so the images are not meaningful).
+  (16-pixel LR), batch 2, 200 steps. Hardware: one CPU. Time: not yet measured on an idle
+  machine; XLA:CPU compiles the step for minutes (over 50 min on a 2-core box shared by five
+  jobs), after which a step is short. Memory: a few GB. Result: ``loss/distill`` falls (random
+  teacher, so the images are not meaningful).
 * ``full``: the paper: global batch 96 (AdcSR: 8 GPUs x 12), 512 HR crops (128 LR), 200k steps,
   Adam 1e-4 halved at 100k (``train.py``'s MultiStepLR at epoch 100 of 200), D Adam 1e-6,
   lambda_adv 1. Needs SD 2.1-base (diffusers folder), the OSEDiff teacher (converted folder or
   ``osediff.pkl``), the stage-1 ``halfDecoder.ckpt`` and an LSDIR-style HR folder. Hardware: the
-  paper used 8 A100s for about 2 days (SPEC Part I 4.2); on TPU v4-32 / 8 x H100 use bf16
+  paper trained on 8 GPUs (``train.py``: DDP, batch 12 each); on TPU pods / GPU clusters use bf16
   (``--config.compute_dtype=bfloat16``), ``remat`` and ``grad_accum`` as memory needs. Memory:
-  ~14 GB of frozen fp32 weights (teacher 3.5 + D base 3.5 + SD VAE + stem) + 1.8 GB trainable +
-  3.6 GB Adam, sharded FSDP-style by ``rules``. Expected result: the released AdcSR quality
-  (RealSR PSNR ~25.5, LPIPS ~0.29 with the DAPE prompts; a fixed prompt is slightly worse).
+  ~7.5 GB of frozen fp32 weights (teacher UNet 3.5 + D base 3.5 + the two VAE parts 0.5) +
+  1.8 GB trainable (446M) + 3.6 GB Adam, before activations; sharded FSDP-style by ``sharding.rules``. Expected result: the released AdcSR
+  (paper Table 1); with a fixed prompt instead of DAPE's tags, not yet measured.
 
 Fields: ``model`` (where the networks come from), ``prompt`` (the fixed embedding; ``source``
 stays a switch for the prompt-path issue), ``disc``, ``optim``, ``loss``, ``compute_dtype``,

@@ -18,8 +18,8 @@ Heavy (each full-size part holds ~15 GB; ~30 min on a shared 2-core machine)::
 
     flock /tmp/adcsr-heavy.lock .venv/bin/python scripts/bench_train.py --out bench_train.json
 
-Figures (2-core shared CPU, 24 GB; see the closing note of the stage-2 issue) are recorded in
-the report that introduced this script.
+Figures: not measured yet (the shared 2-core machine's heavy-job lock was held by other
+benchmarks until this script's deadline); record them here with the command when run.
 """
 
 from __future__ import annotations
