@@ -37,7 +37,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -373,12 +372,19 @@ def state_shardings(mesh: Mesh, rules: Any, nets: Nets, state_shapes: Any) -> An
         names = lookup(tuple(_key(k) for k in path))
         if names is None or len(names) != len(leaf.shape):
             return replicated
-        spec = nn.logical_to_mesh_axes(names, rules)
+        table = dict(rules)
+        used: set[str] = set()
         fixed = []
-        for size, axis in zip(leaf.shape, spec):
+        for size, name in zip(leaf.shape, names):
+            axis = table.get(name) if name is not None else None
             axes = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+            axes = tuple(a for a in axes if a not in used)  # a mesh axis shards one dim only
             n = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
-            fixed.append(axis if size % n == 0 else None)
+            if not axes or size % n:
+                fixed.append(None)
+                continue
+            used.update(axes)
+            fixed.append(axes[0] if len(axes) == 1 else axes)
         return NamedSharding(mesh, PartitionSpec(*fixed))
 
     return jax.tree_util.tree_map_with_path(one, state_shapes)
