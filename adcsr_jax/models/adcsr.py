@@ -68,6 +68,8 @@ class AdcSRConfig:
     # Convs whose output map has at most this many pixels, and every 1x1 conv, run as one
     # (im2col) matmul (adcsr_jax.nn.conv): exact, 1.1-3x faster on XLA:CPU; None elsewhere.
     conv_matmul_max_pixels: int | None = None
+    # nn.remat on every UNet block and decoder block and the mid block (training memory).
+    remat: bool = False
 
     def __post_init__(self) -> None:
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -114,6 +116,7 @@ class AdcSRConfig:
             attention_query_chunk=self.attention_query_chunk,
             conv_matmul_max_pixels=self.conv_matmul_max_pixels,
             dtype=self.dtype,
+            remat=self.remat,
         )
 
     def decoder_config(self) -> VAEConfig:
@@ -126,6 +129,7 @@ class AdcSRConfig:
             attention_query_chunk=self.attention_query_chunk,
             conv_matmul_max_pixels=self.conv_matmul_max_pixels,
             dtype=self.dtype,
+            remat=self.remat,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,7 +161,8 @@ class AdcSR(nn.Module):
         cfg = self.config
         dec = cfg.decoder_config()
         self.unet = UNet2D(cfg.unet_config())
-        self.mid_block = VAEMidBlock(
+        mid_cls = nn.remat(VAEMidBlock) if cfg.remat else VAEMidBlock
+        self.mid_block = mid_cls(
             cfg.feature_channels,
             dec.norm_num_groups,
             dec.norm_eps,

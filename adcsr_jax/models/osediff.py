@@ -176,6 +176,17 @@ class OSEDiff(nn.Module):
             raise ValueError("OSEDiff features need OSEDiffConfig.half_decoder")
         return self.half_decoder.stem(self.vae.post_quant(z0 / self._sf)).astype(jnp.float32)
 
+    def image_features(self, x: jax.Array) -> jax.Array:
+        """``f_R`` of AdcSR ``train.py``: half-decoder stem of ``post_quant_conv(mean(x))``.
+
+        ``x`` (B,H,W,3) in [-1, 1]; the VAE posterior mean is used unscaled. Training applies
+        this with SD 2.1-base's VAE params (``vae``) and the frozen half decoder's stem.
+        """
+        if self.config.half_decoder is None:
+            raise ValueError("OSEDiff features need OSEDiffConfig.half_decoder")
+        mean, _ = self.vae.encode(x)
+        return self.half_decoder.stem(self.vae.post_quant(mean)).astype(jnp.float32)
+
     def features(self, lr: jax.Array, text: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         """``f_T`` (B,H/2,W/2,C) of AdcSR's stage 2 (the encoder mean when ``rng`` is None)."""
         return self.latent_features(self.denoise(self.encode(lr, rng), text))

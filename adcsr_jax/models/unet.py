@@ -54,7 +54,9 @@ class UNetConfig:
     (exact; about 2.5x faster attention on CPU at 4096 tokens; uses loops, so not for export).
     ``conv_matmul_max_pixels`` (e.g. 256) runs convs whose output map has at most that many
     pixels as one im2col matmul (exact; 1.2-3x faster on XLA:CPU at 8x8 and 16x16, see
-    :mod:`adcsr_jax.nn.conv`).
+    :mod:`adcsr_jax.nn.conv`). ``remat`` rematerialises each down, mid and up block in the
+    backward pass (``nn.remat``: activations inside a block are recomputed, not stored); same
+    outputs and params tree, less memory when training.
     """
 
     in_channels: int = 4
@@ -86,6 +88,7 @@ class UNetConfig:
     attention_query_chunk: int | None = None
     conv_matmul_max_pixels: int | None = None
     dtype: str = "float32"
+    remat: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.block_out_channels)
@@ -342,9 +345,13 @@ class UNet2D(nn.Module):
         h = conv(widths[0], 3, dtype=dtype, name="conv_in", matmul_max_pixels=mm)(
             sample.astype(dtype)
         )
+        # nn.remat counts ``self`` as argument 0: upsample_size (a shape) is argument 5.
+        down_cls = nn.remat(UNetBlock) if cfg.remat else UNetBlock
+        up_cls = nn.remat(UNetBlock, static_argnums=(5,)) if cfg.remat else UNetBlock
+        mid_cls = nn.remat(MidBlockCrossAttn) if cfg.remat else MidBlockCrossAttn
         skips = [h]
         for i, kind in enumerate(cfg.down_block_types):
-            h, outs = UNetBlock(
+            h, outs = down_cls(
                 cfg,
                 widths[i],
                 cfg.num_attention_heads[i],
@@ -356,13 +363,13 @@ class UNet2D(nn.Module):
             )(h, temb, context)
             skips += outs
 
-        h = MidBlockCrossAttn(cfg, name="mid_block")(h, temb, context)
+        h = mid_cls(cfg, name="mid_block")(h, temb, context)
 
         for i, kind in enumerate(cfg.up_block_types):
             take = cfg.layers_per_block + 1
             block_skips, skips = skips[-take:], skips[:-take]
             size = tuple(skips[-1].shape[1:3]) if skips else None
-            h = UNetBlock(
+            h = up_cls(
                 cfg,
                 widths[n - 1 - i],
                 cfg.num_attention_heads[n - 1 - i],

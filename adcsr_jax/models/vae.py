@@ -34,7 +34,9 @@ class VAEConfig:
 
     ``decoder_block_out_channels`` (None = ``block_out_channels``) sets the decoder widths alone,
     e.g. ``(64, 128, 256, 256)`` for AdcSR's half-width decoder. All GroupNorms use
-    ``norm_num_groups`` (None = ``group_count(width)``) and ``norm_eps``.
+    ``norm_num_groups`` (None = ``group_count(width)``) and ``norm_eps``. ``remat`` wraps every
+    down/up block and mid block in ``nn.remat`` (recomputed in the backward pass; same outputs and
+    params tree).
     """
 
     in_channels: int = 3
@@ -52,6 +54,7 @@ class VAEConfig:
     dtype: str = "float32"
     attention_query_chunk: int | None = None  # exact chunked mid-block attention (CPU speed)
     conv_matmul_max_pixels: int | None = None  # convs as matmuls (CPU speed, adcsr_jax.nn.conv)
+    remat: bool = False  # nn.remat each encoder/decoder block and mid block (training memory)
 
     def __post_init__(self) -> None:
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -168,6 +171,13 @@ class VAEBlock(nn.Module):
         return h
 
 
+def _block_classes(config: VAEConfig) -> tuple[type, type]:
+    """``(VAEBlock, VAEMidBlock)``, each wrapped in ``nn.remat`` when ``config.remat``."""
+    if config.remat:
+        return nn.remat(VAEBlock), nn.remat(VAEMidBlock)
+    return VAEBlock, VAEMidBlock
+
+
 class Encoder(nn.Module):
     """Image ``(B, H, W, in)`` -> moments ``(B, H/8, W/8, 2 * latent)`` (before quant_conv)."""
 
@@ -177,9 +187,10 @@ class Encoder(nn.Module):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         widths = cfg.block_out_channels
+        block_cls, mid_cls = _block_classes(cfg)
         self.conv_in = conv(widths[0], 3, dtype=dtype)
         self.down_blocks = [
-            VAEBlock(
+            block_cls(
                 w,
                 cfg.layers_per_block,
                 "down" if i < len(widths) - 1 else None,
@@ -190,7 +201,7 @@ class Encoder(nn.Module):
             )
             for i, w in enumerate(widths)
         ]
-        self.mid_block = VAEMidBlock(
+        self.mid_block = mid_cls(
             widths[-1],
             cfg.norm_num_groups,
             cfg.norm_eps,
@@ -221,8 +232,9 @@ class Decoder(nn.Module):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         widths = tuple(reversed(cfg.decoder_widths))
+        block_cls, mid_cls = _block_classes(cfg)
         self.conv_in = conv(widths[0], 3, dtype=dtype)
-        self.mid_block = VAEMidBlock(
+        self.mid_block = mid_cls(
             widths[0],
             cfg.norm_num_groups,
             cfg.norm_eps,
@@ -231,7 +243,7 @@ class Decoder(nn.Module):
             cfg.attention_query_chunk,
         )
         self.up_blocks = [
-            VAEBlock(
+            block_cls(
                 w,
                 cfg.layers_per_block + 1,
                 "up" if i < len(widths) - 1 else None,

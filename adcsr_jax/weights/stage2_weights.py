@@ -1,0 +1,225 @@
+"""The networks stage-2 training starts from (AdcSR ``train.py``), as fp32 numpy param trees.
+
+* SD 2.1-base (diffusers folder): its UNet is pruned into the student (``prune.py``) and is the
+  discriminator's base; its VAE gives the real features ``f_R``.
+* OSEDiff (the teacher): our converted teacher folder (``adcsr convert osediff``), OSEDiff's own
+  ``osediff.pkl`` (PEFT LoRA, merged into SD 2.1-base here) or AdcSR's merged one.
+* The half decoder (``halfDecoder.ckpt``, stage 1's output): its ``conv_in`` + ``mid_block`` are
+  the frozen stem behind ``f_T`` and ``f_R``, its mid block the student's trainable copy, its up
+  blocks / norm / conv_out the student's frozen tail.
+* Optionally an AdcSR student to fine-tune (our converted folder or ``net_params_*.pkl``; the
+  half decoder then still supplies the stem).
+
+:func:`random_stage2_weights` draws the same structure with seeded random weights (tiny configs
+for tests and demos, full size for benchmarks), going through the same pruning path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from adcsr_jax.models.adcsr import AdcSRConfig, random_params
+from adcsr_jax.models.osediff import OSEDiffConfig
+from adcsr_jax.models.unet import UNetConfig
+from adcsr_jax.models.vae import VAEConfig
+from adcsr_jax.weights.mapping import params_to_torch
+from adcsr_jax.weights.networks import (
+    decoder_params_from_torch,
+    decoder_template,
+    unet_params_from_torch,
+    unet_template,
+    vae_params_from_torch,
+    vae_template,
+)
+from adcsr_jax.weights.prune import student_config, student_init_state_dict
+
+SD_VAE_PARTS = ("encoder", "quant_conv", "post_quant_conv")  # what f_R needs of SD's VAE
+HALF_STEM = ("conv_in", "mid_block")
+
+
+@dataclasses.dataclass
+class Stage2Weights:
+    """Everything stage 2 starts from (fp32 numpy leaves, Flax param layouts)."""
+
+    student_config: AdcSRConfig
+    student: dict[str, Any]  # {'unet', 'mid_block', 'decoder'}
+    teacher_config: OSEDiffConfig  # with half_decoder
+    teacher: dict[str, Any]  # {'vae', 'unet'}
+    half_stem: dict[str, Any]  # {'conv_in', 'mid_block'} of the frozen half decoder
+    sd_vae: dict[str, Any]  # {'encoder', 'quant_conv', 'post_quant_conv'}
+    sd_unet_config: UNetConfig
+    sd_unet: dict[str, Any]  # the discriminator's base
+
+
+def tiny_configs() -> tuple[UNetConfig, VAEConfig, VAEConfig]:
+    """(SD UNet, SD VAE, half decoder) configs of the tiny structure (the test networks')."""
+    unet = UNetConfig(
+        block_out_channels=(32, 64, 128, 128), num_attention_heads=(2, 2, 4, 4),
+        cross_attention_dim=32,
+    )  # fmt: skip
+    vae = VAEConfig(block_out_channels=(32, 32, 64, 64), layers_per_block=1)
+    return unet, vae, VAEConfig(block_out_channels=(32, 32, 64, 64))
+
+
+def full_configs() -> tuple[UNetConfig, VAEConfig, VAEConfig]:
+    """(SD 2.1-base UNet, SD 2.1-base VAE, AdcSR's half decoder) configs."""
+    return UNetConfig(), VAEConfig(), VAEConfig(block_out_channels=(64, 128, 256, 256))
+
+
+def _student_from(
+    sd_unet_torch: dict[str, np.ndarray],
+    half_torch: dict[str, np.ndarray],
+    unet_config: UNetConfig,
+    half_config: VAEConfig,
+) -> tuple[AdcSRConfig, dict[str, Any]]:
+    """AdcSR's init: pruned SD UNet + the half decoder's mid block (trainable) and tail."""
+    config = student_config(
+        unet_config.block_out_channels,
+        unet_config.num_attention_heads,
+        decoder_block_out_channels=half_config.decoder_widths,
+    )
+    sd = student_init_state_dict(sd_unet_torch, half_torch)
+    from adcsr_jax.weights.adcsr_ckpt import student_params_from_torch
+
+    return config, student_params_from_torch(sd, config, source="pruned SD UNet + half decoder")
+
+
+def _assemble(
+    sd_unet_config: UNetConfig,
+    sd_unet: dict[str, Any],
+    sd_vae: dict[str, Any],
+    half_config: VAEConfig,
+    half: dict[str, Any],
+    teacher_unet: dict[str, Any],
+    teacher_vae: dict[str, Any],
+    vae_config: VAEConfig,
+    student: tuple[AdcSRConfig, dict[str, Any]] | None = None,
+) -> Stage2Weights:
+    if student is None:
+        student = _student_from(params_to_torch(sd_unet), params_to_torch(half),
+                                sd_unet_config, half_config)  # fmt: skip
+    teacher_config = OSEDiffConfig(unet=sd_unet_config, vae=vae_config, half_decoder=half_config)
+    return Stage2Weights(
+        student_config=student[0],
+        student=student[1],
+        teacher_config=teacher_config,
+        teacher={"vae": teacher_vae, "unet": teacher_unet},
+        half_stem={k: half[k] for k in HALF_STEM},
+        sd_vae={k: sd_vae[k] for k in SD_VAE_PARTS},
+        sd_unet_config=sd_unet_config,
+        sd_unet=sd_unet,
+    )
+
+
+def random_stage2_weights(size: str = "tiny", seed: int = 0) -> Stage2Weights:
+    """Seeded random networks of the stage-2 structure (``size``: ``tiny`` or ``full``).
+
+    SD UNet, SD VAE, half decoder, teacher UNet and teacher VAE are drawn independently
+    (``models.adcsr.random_params``); the student is pruned from the SD UNet and takes the half
+    decoder's mid block and tail, as in AdcSR.
+    """
+    if size not in ("tiny", "full"):
+        raise ValueError(f"stage-2 network size must be 'tiny' or 'full', got {size!r}")
+    unet_cfg, vae_cfg, half_cfg = tiny_configs() if size == "tiny" else full_configs()
+    np_tree = lambda t: jax.tree.map(np.asarray, t)  # noqa: E731
+    sd_unet = np_tree(random_params(unet_template(unet_cfg), seed))
+    sd_vae = np_tree(random_params(vae_template(vae_cfg), seed + 1))
+    half = np_tree(random_params(decoder_template(half_cfg), seed + 2))
+    t_unet = np_tree(random_params(unet_template(unet_cfg), seed + 3))
+    t_vae = np_tree(random_params(vae_template(vae_cfg), seed + 4))
+    return _assemble(unet_cfg, sd_unet, sd_vae, half_cfg, half, t_unet, t_vae, vae_cfg)
+
+
+def stage2_weights_from_torch(
+    sd_unet: dict[str, np.ndarray],
+    sd_vae: dict[str, np.ndarray],
+    half_decoder: dict[str, np.ndarray],
+    teacher_unet: dict[str, np.ndarray],
+    teacher_vae: dict[str, np.ndarray],
+    configs: tuple[UNetConfig, VAEConfig, VAEConfig],
+) -> Stage2Weights:
+    """Stage-2 weights from diffusers-named state dicts (SD UNet / VAE, half ``Decoder``, merged
+    teacher UNet / VAE); ``configs`` = (UNet, VAE, half decoder), e.g. :func:`tiny_configs`."""
+    unet_cfg, vae_cfg, half_cfg = configs
+    student = _student_from(sd_unet, half_decoder, unet_cfg, half_cfg)
+    return _assemble(
+        unet_cfg,
+        unet_params_from_torch(sd_unet, unet_cfg, source="SD UNet"),
+        vae_params_from_torch(sd_vae, vae_cfg, source="SD VAE"),
+        half_cfg,
+        decoder_params_from_torch(half_decoder, half_cfg, source="half decoder"),
+        unet_params_from_torch(teacher_unet, unet_cfg, source="teacher UNet"),
+        vae_params_from_torch(teacher_vae, vae_cfg, source="teacher VAE"),
+        vae_cfg,
+        student,
+    )
+
+
+def _read_student(path: Path, half_decoder: Path, config: AdcSRConfig | None) -> Any:
+    from adcsr_jax.weights.adcsr_ckpt import (
+        convert_official,
+        read_converted_meta,
+        read_converted_params,
+    )
+
+    if path.is_dir():
+        meta = read_converted_meta(path, "adcsr")
+        return AdcSRConfig.from_dict(meta["config"]), read_converted_params(path)
+    return convert_official(path, half_decoder, config)
+
+
+def load_stage2_weights(
+    sd21: str | Path,
+    osediff: str | Path,
+    half_decoder: str | Path,
+    student: str | Path | None = None,
+) -> Stage2Weights:
+    """Read the stage-2 start (see the module docstring); errors name the file and what is missing.
+
+    ``osediff``: a converted teacher folder, or either ``osediff.pkl`` layout.
+    ``student``: ``None`` (prune SD 2.1-base, AdcSR's recipe), a converted AdcSR folder or a
+    ``net_params_*.pkl`` (fine-tuning).
+    """
+    from adcsr_jax.weights.adcsr_ckpt import read_half_decoder
+    from adcsr_jax.weights.osediff_ckpt import convert_osediff, read_sd21
+
+    unet_cfg, unet_sd, vae_cfg, vae_sd = read_sd21(sd21)
+    half_sd = read_half_decoder(half_decoder)
+    from adcsr_jax.weights.osediff_ckpt import _half_decoder_config
+
+    half_cfg = _half_decoder_config(half_sd)
+    half = decoder_params_from_torch(half_sd, half_cfg, source=str(half_decoder))
+    osediff = Path(osediff)
+    if osediff.is_dir():
+        from adcsr_jax.weights.adcsr_ckpt import read_converted_meta, read_converted_params
+
+        meta = read_converted_meta(osediff, "osediff")
+        t_cfg = OSEDiffConfig.from_dict(meta["config"])
+        t_params = read_converted_params(osediff)
+    else:
+        t_cfg, t_params = convert_osediff(osediff, sd21, None)
+    if t_cfg.unet != unet_cfg or t_cfg.vae.block_out_channels != vae_cfg.block_out_channels:
+        raise ValueError(f"{osediff}: the teacher's UNet/VAE configs differ from {sd21}'s")
+    if student is None:
+        pruned = _student_from(unet_sd, half_sd, unet_cfg, half_cfg)
+    else:
+        pruned = _read_student(Path(student), Path(half_decoder), None)
+    sd_unet = unet_params_from_torch(unet_sd, unet_cfg, source=f"{sd21}/unet", consume=True)
+    sd_vae = vae_params_from_torch(vae_sd, vae_cfg, source=f"{sd21}/vae", consume=True)
+    return _assemble(unet_cfg, sd_unet, sd_vae, half_cfg, half, t_params["unet"],
+                     t_params["vae"], vae_cfg, pruned)  # fmt: skip
+
+
+__all__ = [
+    "Stage2Weights",
+    "full_configs",
+    "load_stage2_weights",
+    "random_stage2_weights",
+    "stage2_weights_from_torch",
+    "tiny_configs",
+]

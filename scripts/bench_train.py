@@ -1,0 +1,253 @@
+#!/usr/bin/env python
+"""Benchmark the stage-2 training step on this CPU: Flax against the PyTorch ``train.py`` step.
+
+Full-size networks with random weights (SD 2.1-base UNet and VAE, OSEDiff-shaped teacher, AdcSR's
+half decoder, the pruned student, the SD-UNet discriminator with rank-4 LoRA), batch 1, LR 128
+(HR 512), fp32. Parts run in their own subprocesses, alternating Flax / PyTorch, so each peak RSS
+is its own and both see the same machine load:
+
+* ``flax``: ``adcsr_jax.train.stage2.make_step`` jitted with the state donated; s/step after
+  warm-up, XLA's cost-analysis FLOPs of the compiled step, and the achieved fraction of the
+  measured matmul peak.
+* ``torch``: ``adcsr_jax.testing.torch_stage2.TorchStage2.step`` (``train.py``'s iteration,
+  diffusers + peft, no autocast), D converted from the SD UNet in place (no extra copy).
+* ``matmul-peak``: fp32 GFLOP/s of a 4096x960x960 matmul in XLA (the step's roofline here).
+* ``tiny``: steps/s of the ``configs/stage2.py:tiny`` step (batch 2, 64-pixel HR crops).
+
+Heavy (each full-size part holds ~15 GB; ~30 min on a shared 2-core machine)::
+
+    flock /tmp/adcsr-heavy.lock .venv/bin/python scripts/bench_train.py --out bench_train.json
+
+Figures: not measured yet (the shared 2-core machine's heavy-job lock was held by other
+benchmarks until this script's deadline); record them here with the command when run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("matmul-peak", "tiny", "flax", "torch")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _config(variant: str):
+    spec = importlib.util.spec_from_file_location("stage2_config", ROOT / "configs" / "stage2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def _batch(lr: int, batch: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return {
+        "lr": rng.uniform(0, 1, (batch, lr, lr, 3)).astype(np.float32),
+        "gt": rng.uniform(0, 1, (batch, 4 * lr, 4 * lr, 3)).astype(np.float32),
+    }
+
+
+def _flops(compiled) -> float | None:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):
+        cost = cost[0] if cost else {}
+    return float(cost.get("flops", 0.0)) or None
+
+
+def _flax_steps(variant: str, size: str, lr: int, batch: int, args: argparse.Namespace) -> dict:
+    import jax
+
+    from adcsr_jax.train import stage2
+    from adcsr_jax.weights.stage2_weights import random_stage2_weights
+
+    config = _config(variant)
+    config.compute_dtype, config.remat, config.grad_accum, config.rules = "float32", False, 1, ()
+    config.attention_query_chunk = args.attention_chunk
+    config.conv_matmul_max_pixels = args.conv_matmul_pixels
+    t0 = time.perf_counter()
+    weights = random_stage2_weights(size, seed=0)
+    nets = stage2.build_nets(config, weights)
+    state = stage2.init_state(config, weights, nets, jax.random.key(0))
+    del weights
+    state = jax.device_put(state)
+    init_s = time.perf_counter() - t0
+    data = {k: jax.device_put(v) for k, v in _batch(lr, batch).items()}
+    key = jax.random.key(1)
+    t0 = time.perf_counter()
+    compiled = jax.jit(stage2.make_step(config, nets), donate_argnums=0).lower(state, data, key)
+    compiled = compiled.compile()
+    compile_s = time.perf_counter() - t0
+    times = []
+    for i in range(args.warmup + args.iters):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, data, key)
+        jax.block_until_ready(metrics)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    return {"times_s": times, "flops": _flops(compiled), "compile_s": compile_s,
+            "init_s": init_s, "loss_g": float(metrics["loss/g"])}  # fmt: skip
+
+
+def bench_flax(args: argparse.Namespace) -> dict:
+    return _flax_steps("full", "full", args.lr, 1, args)
+
+
+def bench_tiny(args: argparse.Namespace) -> dict:
+    config = _config("tiny")
+    out = _flax_steps("tiny", "tiny", config.data.crop // 4, config.data.batch_size, args)
+    out["steps_per_s"] = 1.0 / statistics.median(out["times_s"])
+    return out
+
+
+def bench_torch(args: argparse.Namespace) -> dict:
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from adcsr_jax.testing.torch_stage2 import TorchStage2, build_torch_discriminator
+    from adcsr_jax.weights import reference as ref
+    from adcsr_jax.weights import torch_adcsr as T
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    kwargs = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
+    sd_unet = UNet2DConditionModel(**kwargs(ref.SD21_UNET_CONFIG))
+    half = T.torch_half_decoder(T.HALF_DECODER_CONFIG, seed=0)
+    net, _ = T.build_torch_student(sd_unet, half)
+    net.train()
+    disc = build_torch_discriminator(sd_unet, 256, 4, copy_unet=False)
+    del sd_unet
+    t_unet = UNet2DConditionModel(**kwargs(ref.SD21_UNET_CONFIG)).eval()
+    t_vae = AutoencoderKL(**kwargs(ref.SD21_VAE_CONFIG)).eval()
+    sd_vae = AutoencoderKL(**kwargs(ref.SD21_VAE_CONFIG)).eval()
+    stage = TorchStage2(net, disc, t_vae, t_unet, sd_vae, half)
+    init_s = time.perf_counter() - t0
+    data = _batch(args.lr, 1)
+    lq, gt = ref.nchw(data["lr"]), ref.nchw(data["gt"])
+    text = torch.randn(1, 77, 1024)
+    times = []
+    for i in range(args.warmup + args.iters):
+        t0 = time.perf_counter()
+        losses = stage.step(lq, gt, text)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    return {"times_s": times, "init_s": init_s, "loss_g": losses["loss/g"]}
+
+
+def bench_matmul_peak(args: argparse.Namespace) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    flop = 2 * 4096 * 960 * 960
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((4096, 960), np.float32))
+    w = jnp.asarray(rng.standard_normal((960, 960), np.float32))
+    mm = jax.jit(lambda x, w: x @ w)
+    mm(x, w).block_until_ready()
+    times = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        mm(x, w).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return {"times_s": times, "gflops": flop / min(times) / 1e9}
+
+
+def run_part(args: argparse.Namespace) -> None:
+    fn = {"flax": bench_flax, "torch": bench_torch, "tiny": bench_tiny,
+          "matmul-peak": bench_matmul_peak}[args.part]  # fmt: skip
+    result = fn(args)
+    result.update(part=args.part, peak_rss_mb=_peak_rss_mb(),
+                  median_s=statistics.median(result["times_s"]))  # fmt: skip
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def summarise(results: dict[str, list[dict]]) -> list[str]:
+    lines = []
+    peak = results.get("matmul-peak", [{}])[0].get("gflops")
+    for name, runs in results.items():
+        for r in runs:
+            if name == "matmul-peak":
+                lines.append(f"matmul-peak    XLA fp32 4096x960x960: {r['gflops']:.1f} GFLOP/s")
+                continue
+            extra = ""
+            if r.get("flops"):
+                rate = r["flops"] / r["median_s"] / 1e9
+                extra = f", XLA {r['flops'] / 1e12:.2f} TFLOP/step = {rate:.1f} GFLOP/s"
+                if peak:
+                    extra += f" = {100 * rate / peak:.0f}% of the matmul peak"
+            if "steps_per_s" in r:
+                extra += f", {r['steps_per_s']:.2f} steps/s"
+            comp = f", compile {r['compile_s']:.0f} s" if "compile_s" in r else ""
+            lines.append(f"{name:6s} {r['median_s']:.2f} s/step (runs "
+                         f"{[round(t, 2) for t in r['times_s']]}), peak RSS "
+                         f"{r['peak_rss_mb'] / 1024:.2f} GB, init {r['init_s']:.0f} s{comp}{extra}")  # fmt: skip
+    if results.get("flax") and results.get("torch"):
+        f = statistics.median(r["median_s"] for r in results["flax"])
+        t = statistics.median(r["median_s"] for r in results["torch"])
+        fm = max(r["peak_rss_mb"] for r in results["flax"])
+        tm = max(r["peak_rss_mb"] for r in results["torch"])
+        lines.append(f"Flax / PyTorch: time {f / t:.2f}x, peak RSS {fm / tm:.2f}x (target <= 1.0)")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--lr", type=int, default=128, help="LR side (HR is 4x)")
+    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="flax/torch alternations")
+    parser.add_argument("--attention-chunk", type=int, default=512,
+                        help="Flax: exact chunked attention, queries at a time (0: off)")  # fmt: skip
+    parser.add_argument("--conv-matmul-pixels", type=int, default=256,
+                        help="Flax: convs on maps up to this size as one matmul (0: off)")  # fmt: skip
+    parser.add_argument("--out", default=None, help="write all results as JSON here")
+    args = parser.parse_args()
+    if args.part:
+        run_part(args)
+        return 0
+    runs = [p for p in ("matmul-peak",) if p in args.only]
+    for _ in range(args.repeats):
+        runs += [p for p in ("flax", "torch") if p in args.only]
+    runs += [p for p in ("tiny",) if p in args.only]
+    results: dict[str, list[dict]] = {}
+    for part in runs:
+        cmd = [sys.executable, __file__, "--part", part, "--lr", str(args.lr),
+               "--iters", str(args.iters), "--warmup", str(args.warmup),
+               "--attention-chunk", str(args.attention_chunk),
+               "--conv-matmul-pixels", str(args.conv_matmul_pixels)]  # fmt: skip
+        print(f"== {part}", flush=True)
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            print(proc.stdout[-2000:], proc.stderr[-4000:], sep="\n", file=sys.stderr)
+            print(f"{part}: failed (exit {proc.returncode})", file=sys.stderr)
+            continue
+        results.setdefault(part, []).append(json.loads(lines[-1][len("RESULT ") :]))
+        print(summarise({part: results[part][-1:]})[0], flush=True)
+    print("\n".join(["", *summarise(results)]))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
