@@ -3,7 +3,7 @@
 Command::
 
     adcsr train --config configs/stage2.py:tiny --workdir /tmp/stage2_tiny [--config.x=y ...]
-    adcsr train --config configs/stage2.py:full --workdir gs://bucket/adcsr_stage2 \\
+    adcsr train --config configs/stage2.py:full --workdir /shared/runs/adcsr_stage2 \\
         --config.data.source=/data/LSDIR/HR --config.model.sd21=/ckpt/sd21-base \\
         --config.model.osediff=/ckpt/osediff_teacher --config.model.half_decoder=/ckpt/halfDecoder.ckpt
 

@@ -116,9 +116,9 @@ def bench_torch(args: argparse.Namespace) -> dict:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
+    from adcsr_jax.testing import reference as ref
+    from adcsr_jax.testing import torch_adcsr as T
     from adcsr_jax.testing.torch_stage2 import TorchStage2, build_torch_discriminator
-    from adcsr_jax.weights import reference as ref
-    from adcsr_jax.weights import torch_adcsr as T
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)

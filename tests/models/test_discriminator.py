@@ -19,7 +19,7 @@ from adcsr_jax.models.discriminator import (
     discriminator_logits,
     init_discriminator,
 )
-from adcsr_jax.weights import reference as ref
+from adcsr_jax.testing import reference as ref
 from adcsr_jax.weights import unet_params_from_torch
 from adcsr_jax.weights.lora_peft import lora_from_peft, peft_state_dict
 

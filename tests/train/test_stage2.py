@@ -21,6 +21,8 @@ pytest.importorskip("peft")
 from adcsr_jax import cli  # noqa: E402
 from adcsr_jax.models.discriminator import discriminator_unet_params  # noqa: E402
 from adcsr_jax.sharding import make_mesh  # noqa: E402
+from adcsr_jax.testing import reference as ref  # noqa: E402
+from adcsr_jax.testing import torch_adcsr as T  # noqa: E402
 from adcsr_jax.testing.torch_stage2 import (  # noqa: E402
     TorchStage2,
     adam_moments,
@@ -28,8 +30,6 @@ from adcsr_jax.testing.torch_stage2 import (  # noqa: E402
     disc_trainable,
 )
 from adcsr_jax.train import stage2  # noqa: E402
-from adcsr_jax.weights import reference as ref  # noqa: E402
-from adcsr_jax.weights import torch_adcsr as T  # noqa: E402
 from adcsr_jax.weights.lora_peft import load_peft_adapters, lora_from_peft, lora_to_peft  # noqa: E402
 from adcsr_jax.weights.mapping import params_to_torch  # noqa: E402
 from adcsr_jax.weights.stage2_weights import stage2_weights_from_torch, tiny_configs  # noqa: E402

@@ -9,8 +9,8 @@ import pytest
 from adcsr_jax.models import UNet2D, UNetConfig
 from adcsr_jax.models.discriminator import unet_lora_specs
 from adcsr_jax.nn.lora import apply_with_lora, init_lora
+from adcsr_jax.testing import reference as ref
 from adcsr_jax.weights import CheckpointMismatchError, unet_params_from_torch
-from adcsr_jax.weights import reference as ref
 from adcsr_jax.weights.lora_peft import (
     load_peft_adapters,
     lora_from_peft,
