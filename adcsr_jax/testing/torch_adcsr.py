@@ -270,13 +270,16 @@ _VAE_LORA_GREP = ("conv1", "conv2", "conv_in", "conv_shortcut", "conv", "conv_ou
                   "to_k", "to_q", "to_v", "to_out.0")  # fmt: skip
 
 
-def osediff_lora_targets(unet: Any, vae: Any) -> dict[str, list[str]]:
-    """OSEDiff's LoRA target module names (``initialize_unet`` / ``initialize_vae`` rules)."""
+def unet_lora_target_names(
+    unet: Any, patterns: tuple[str, ...] = _UNET_LORA_GREP
+) -> tuple[list[str], list[str], list[str]]:
+    """(encoder, decoder, others) module names by OSEDiff's ``initialize_unet`` rule, which
+    AdcSR's ``utils.add_lora_to_unet`` repeats: no bias/norm, first matching pattern wins."""
     enc, dec, others = [], [], []
     for n, _ in unet.named_parameters():
         if "bias" in n or "norm" in n:
             continue
-        for pattern in _UNET_LORA_GREP:
+        for pattern in patterns:
             if pattern in n and ("down_blocks" in n or "conv_in" in n):
                 enc.append(n.replace(".weight", ""))
                 break
@@ -286,6 +289,12 @@ def osediff_lora_targets(unet: Any, vae: Any) -> dict[str, list[str]]:
             if pattern in n:
                 others.append(n.replace(".weight", ""))
                 break
+    return enc, dec, others
+
+
+def osediff_lora_targets(unet: Any, vae: Any) -> dict[str, list[str]]:
+    """OSEDiff's LoRA target module names (``initialize_unet`` / ``initialize_vae`` rules)."""
+    enc, dec, others = unet_lora_target_names(unet)
     vae_enc = []
     for n, _ in vae.named_parameters():
         if "bias" in n or "norm" in n:

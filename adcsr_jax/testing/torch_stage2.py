@@ -23,20 +23,9 @@ def add_lora_to_unet(unet: Any, rank: int = 4) -> Any:
     others), all active."""
     from peft import LoraConfig
 
-    enc, dec, others = [], [], []
-    for n, _ in unet.named_parameters():
-        if "bias" in n or "norm" in n:
-            continue
-        for pattern in ADCSR_LORA_GREP:
-            if pattern in n and ("down_blocks" in n or "conv_in" in n):
-                enc.append(n.replace(".weight", ""))
-                break
-            if pattern in n and ("up_blocks" in n or "conv_out" in n):
-                dec.append(n.replace(".weight", ""))
-                break
-            if pattern in n:
-                others.append(n.replace(".weight", ""))
-                break
+    from adcsr_jax.testing.torch_adcsr import unet_lora_target_names
+
+    enc, dec, others = unet_lora_target_names(unet, ADCSR_LORA_GREP)
     for name, targets in zip(ADAPTERS, (enc, dec, others)):
         unet.add_adapter(
             LoraConfig(r=rank, init_lora_weights="gaussian", target_modules=targets),

@@ -155,19 +155,29 @@ def test_one_step_equals_torch_train_py(base, torch_step) -> None:
     _compare_trees(_student_torch(opt_g.nu), torch_step["net_adam"]["exp_avg_sq"], 2e-4, "G sq")
     _compare_trees(_disc_torch(opt_d.mu), torch_step["d_adam"]["exp_avg"], 1e-4, "D exp_avg")
     _compare_trees(_disc_torch(opt_d.nu), torch_step["d_adam"]["exp_avg_sq"], 2e-4, "D sq")
-    # Updated parameters: the step (about -lr * sign(g)) and the new values.
-    for name, got_new, got_old, want_new, want_old in (
+    # Updated parameters: Adam's first step is -lr * g / (|g| + eps), about -lr * sign(g), so an
+    # element whose gradient is at fp32 noise level (measured: one of 4608 in a GEGLU kernel, off
+    # by 0.2 lr) may move differently. Those elements (|g| below 1e-4 of the tree's largest) may
+    # differ by up to 2 lr and must be under 1% of all; every other element matches at 1e-5.
+    for name, got_new, got_old, want_new, want_old, mu, lr in (
         ("student", _student_torch(new["train"]["student"]),
          _student_torch(state["train"]["student"]), torch_step["net_after"],
-         torch_step["net_before"]),
+         torch_step["net_before"], _student_torch(opt_g.mu), 1e-4),
         ("disc", _disc_torch(new["train"]["disc"]), _disc_torch(state["train"]["disc"]),
-         torch_step["d_after"], torch_step["d_before"]),
+         torch_step["d_after"], torch_step["d_before"], _disc_torch(opt_d.mu), 1e-6),
     ):  # fmt: skip
         assert sorted(got_new) == sorted(want_new), name
+        floor = 1e-4 * max(float(np.abs(np.asarray(v)).max()) for v in mu.values())
+        noisy_count = total = 0
         for key in want_new:
             np.testing.assert_allclose(got_old[key], want_old[key], rtol=0, atol=0, err_msg=key)
-            np.testing.assert_allclose(got_new[key], want_new[key], rtol=1e-5, atol=1e-7,
+            got, want = np.asarray(got_new[key]), np.asarray(want_new[key])
+            noisy = np.abs(np.asarray(mu[key])) < floor
+            noisy_count, total = noisy_count + int(noisy.sum()), total + noisy.size
+            np.testing.assert_allclose(np.where(noisy, want, got), want, rtol=1e-5, atol=1e-7,
                                        err_msg=f"{name} {key}")  # fmt: skip
+            assert np.all(np.abs(got - want)[noisy] <= 2 * lr + 1e-7), f"{name} {key}"
+        assert noisy_count < 0.01 * total, (name, noisy_count, total)
         moved = np.concatenate([(got_new[k] - got_old[k]).ravel() for k in want_new])
         assert np.abs(moved).max() > 0  # the step changed the params
 
