@@ -36,6 +36,7 @@ import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +49,8 @@ from adcsr_jax.data.sources import FolderSource
 from adcsr_jax.image_io import decode_image_cv2
 from adcsr_jax.resize import resize_matrix
 
-REALSR_HR = "/work/shared/data/realsr/test_HR"
+# ../shared/data beside the checkout (the project's test data), when present.
+REALSR_HR = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "realsr" / "test_HR")
 
 
 # ----------------------------------------------------------------------------------------------
