@@ -4,7 +4,7 @@ Run by hand (timings; on a shared machine under the heavy-job lock)::
 
     flock /tmp/adcsr-heavy.lock .venv/bin/python scripts/bench_data.py --batches 24
 
-Images: ``--images DIR``, else ``/work/shared/data/realsr/test_HR`` when present, else
+Images: ``--images DIR``, else ``../shared/data/realsr/test_HR`` (beside the checkout) when present, else
 scikit-image's sample photos (written to a temp dir); ``--crop`` crops of them, ``--batch`` a batch.
 
 Reports (JSON at the end):
