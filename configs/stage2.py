@@ -5,7 +5,8 @@ Command::
     adcsr train --config configs/stage2.py:tiny --workdir /tmp/stage2_tiny [--config.x=y ...]
     adcsr train --config configs/stage2.py:full --workdir /shared/runs/adcsr_stage2 \\
         --config.data.source=/data/LSDIR/HR --config.model.sd21=/ckpt/sd21-base \\
-        --config.model.osediff=/ckpt/osediff_teacher --config.model.half_decoder=/ckpt/halfDecoder.ckpt
+        --config.model.osediff=/ckpt/osediff_teacher --config.model.half_decoder=/ckpt/halfDecoder.ckpt \\
+        --config.prompt.ram=/ckpt/ram_swin_large_14m.pth --config.prompt.dape=/ckpt/DAPE.pth
 
 Variants:
 
@@ -26,8 +27,8 @@ Variants:
   1.8 GB trainable (446M) + 3.6 GB Adam, before activations; sharded FSDP-style by ``sharding.rules``. Expected result: the released AdcSR
   (paper Table 1); with a fixed prompt instead of DAPE's tags, not yet measured.
 
-Fields: ``model`` (where the networks come from), ``prompt`` (the fixed embedding; ``source``
-stays a switch for the prompt-path issue), ``disc``, ``optim``, ``loss``, ``compute_dtype``,
+Fields: ``model`` (where the networks come from), ``prompt`` (``tagger``: DAPE tags of each LR
+image through SD 2.1's text encoder, as ``train.py``; ``fixed``: one embedding for all), ``disc``, ``optim``, ``loss``, ``compute_dtype``,
 ``remat``, ``grad_accum``, ``eval`` (held-out paired folders), ``export``; the engine's fields
 (``total_steps``, ``log``, ``checkpoint``, ``mesh``, ``sharding``, ``data``, ``eval.every_steps``)
 are set in :func:`engine_fields`.
@@ -56,7 +57,7 @@ def engine_fields(config: ml_collections.ConfigDict, variant: str) -> None:
     config.data = ml_collections.ConfigDict(
         {
             # "sample" (bundled photos), an HR folder, "tfds:DIR", or "paired:LR_DIR:HR_DIR"
-            "source": "sample" if tiny else "",
+            "source": "sample:train" if tiny else "",
             "batch_size": 2 if tiny else 96,
             "crop": 64 if tiny else 512,
             "degradation": "adcsr",
@@ -82,17 +83,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "seed": 0,
             "sd21": "",  # diffusers SD 2.1-base folder (unet/, vae/)
             "osediff": "",  # converted teacher folder, or osediff.pkl (either layout)
-            "half_decoder": "",  # stage 1's halfDecoder.ckpt
+            # stage 1's halfDecoder.ckpt; with source='random' it (and sd_vae) replaces the
+            # drawn one: a tiny stage 1's result (adcsr demo)
+            "half_decoder": "",
+            "sd_vae": "",  # source='random' only: the VAE stage 1 ran on (diffusers or ours)
             "student": "",  # optional: AdcSR folder or net_params_*.pkl to fine-tune
         }
     )
     config.prompt = ml_collections.ConfigDict(
-        {"source": "fixed", "embedding": "", "length": 77, "seed": 0}  # embedding: (77, D) .npy
+        {
+            # "tagger": DAPE's tags of each LR image -> SD 2.1's text encoder, on the device in
+            # the step (train.py); "fixed": one embedding for every image (`embedding`, or seeded
+            # N(0, 1) of shape (length, D) when empty).
+            "source": "tagger",
+            "ram": "",  # ram_swin_large_14m.pth (tiny: a seeded random small tagger)
+            "dape": "",  # DAPE.pth (OSEDiff's LoRA for RAM; empty: plain RAM)
+            "text_encoder": "",  # SD 2.1's text_encoder/ (default <model.sd21>/text_encoder)
+            "tokenizer": "",  # SD 2.1's tokenizer/ (default: beside text_encoder, or bundled)
+            "embedding": "",  # "fixed": a (77, D) .npy
+            "length": 77,
+            "seed": 0,
+        }
     )
     config.disc = ml_collections.ConfigDict({"rank": 4})
     config.optim = ml_collections.ConfigDict(
         {
-            "lr_g": 1e-4,
+            "lr_g": 5e-4 if tiny else 1e-4,  # tiny: fast enough to see the loss fall
             "lr_d": 1e-6,
             "milestones": (100_000,),
             "gamma": 0.5,
@@ -111,8 +127,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict(
         {
             "every_steps": 100 if tiny else 5_000,  # 0: never (the loop's field)
-            "lr_dir": "",
+            # held-out pairs: two folders, or "sample:val" (the held-out sample photos, centre
+            # `crop` crops degraded with the adcsr preset); "" = no evaluation
+            "lr_dir": "sample:val" if tiny else "",
             "hr_dir": "",
+            "crop": 64 if tiny else 512,
             "metrics": ("psnr", "lpips", "dists"),
             "limit": 0,  # 0 = every pair
             "num_grids": 4,

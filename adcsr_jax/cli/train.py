@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 EXTRA_PREFIX = "--config."
 
@@ -27,6 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
+    )
+    parser.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        default=None,
+        help="persistent XLA compilation cache, so a resumed or repeated run skips recompiling "
+        "the step (default $JAX_COMPILATION_CACHE_DIR, else <$ADCSR_CACHE or "
+        "~/.cache/adcsr_jax>/xla; 'none' turns it off)",
     )
     hosts = parser.add_argument_group(
         "multi-process runs",
@@ -53,6 +62,22 @@ def _quiet_orbax(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
 
 
+def use_compile_cache(choice: str | None) -> str | None:
+    """Points JAX's persistent compilation cache at ``choice`` (see ``--compile-cache``); returns
+    the folder, or None when turned off. XLA:CPU compiles a stage-2 step for minutes, so a resume
+    after a kill or preemption would otherwise pay that again."""
+    import jax  # noqa: PLC0415
+
+    from adcsr_jax.weights.metrics import default_cache_dir  # noqa: PLC0415
+
+    if choice is None:
+        choice = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(default_cache_dir() / "xla")
+    if choice.lower() == "none":
+        return None
+    jax.config.update("jax_compilation_cache_dir", choice)
+    return choice
+
+
 def run(args: argparse.Namespace) -> int:
     from absl import logging as absl_logging  # noqa: PLC0415 - CLU and orbax log through absl
 
@@ -60,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from adcsr_jax.train.config import load_config  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger().setLevel(logging.INFO)  # a no-op basicConfig (absl's handler) kept WARNING
     absl_logging.set_verbosity(absl_logging.INFO)  # ReportProgress's ETA, the metric lines
     logging.getLogger("absl").addFilter(_quiet_orbax)
     config = load_config(args.config, getattr(args, "extra", []))
@@ -77,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         logging.error("%s", e)
         return 2
     distributed.initialize(cluster)
+    cache = use_compile_cache(args.compile_cache)
+    logging.info("XLA compilation cache: %s", cache or "off")
     try:
         result = loop.train(config, args.workdir, export_only=args.export_only)
     except loop.NonFiniteError as e:

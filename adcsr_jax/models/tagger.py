@@ -702,11 +702,13 @@ def prompt_embeddings_on_device(
     tag_tokens: TagTokens,
     text_encoder: tuple[CLIPTextTransformer, Any],
     lr_images: jax.Array,
-) -> jax.Array:
+    *,
+    return_hits: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """:func:`prompt_embeddings` with no host round trip: call it inside a jitted step (the
     tagger's and text encoder's params are closed over or passed as ``tagger.params`` /
     ``text_encoder[1]``). Same result as :func:`prompt_embeddings` with the ``user_prompt``
-    ``tag_tokens`` was built with."""
+    ``tag_tokens`` was built with. ``return_hits``: also the ``(B, num_classes)`` detections."""
     hits = detections(
         tagger.module,
         tagger.params,
@@ -716,4 +718,5 @@ def prompt_embeddings_on_device(
         delete_tag_index=tagger.delete_tag_index,
     )
     module, params = text_encoder
-    return module.apply({"params": params}, tag_tokens.ids(hits))
+    emb = module.apply({"params": params}, tag_tokens.ids(hits))
+    return (emb, hits) if return_hits else emb

@@ -42,7 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.sharding.fsdp_min_size = 2**16  # leaves without names: FSDP-split from this many elements
 
     c.data = ml_collections.ConfigDict()
-    # "sample" (bundled photos, written to <workdir>/sample_images), an HR folder,
+    # "sample" (bundled photos, written to <workdir>/sample_images; "sample:train": all but
+    # the held-out ones, adcsr_jax.data.sample_set.HELD_OUT), an HR folder,
     # "tfds:DATA_DIR[:NAME]", or "paired:LR_DIR:HR_DIR" (the user's own LR/HR pairs).
     c.data.source = "sample"
     c.data.batch_size = 12  # global

@@ -166,8 +166,10 @@ def make_input(
                 else None
             ),
         )
-    if spec == "sample":
-        spec = os.fspath(_sample_images(workdir / "sample_images"))
+    if spec in ("sample", "sample:train"):
+        split = "all" if spec == "sample" else "train"
+        name = "sample_images" if split == "all" else "sample_images_train"
+        spec = os.fspath(_sample_images(workdir / name, split))
     pipeline = PipelineConfig(
         batch_size=d.batch_size,
         crop=d.crop,
@@ -182,14 +184,15 @@ def make_input(
     return DataIterator(spec, pipeline)
 
 
-def _sample_images(dest: Path) -> Path:
-    """The bundled sample photos, written once (atomically: concurrent hosts may race)."""
+def _sample_images(dest: Path, split: str = "all") -> Path:
+    """The bundled sample photos (``split``: ``all`` or ``train``, all but the held-out ones),
+    written once (atomically: concurrent hosts may race)."""
     if dest.is_dir():
         return dest
     from adcsr_jax.data.sample_set import write_sample_images  # noqa: PLC0415
 
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}-{jax.process_index()}")
-    write_sample_images(tmp)
+    write_sample_images(tmp, split)
     try:
         tmp.rename(dest)
     except OSError:  # another process was first

@@ -50,8 +50,10 @@ from adcsr_jax.models.discriminator import (
     init_discriminator,
 )
 from adcsr_jax.models.osediff import OSEDiff, OSEDiffConfig
+from adcsr_jax.models.tagger import prompt_embeddings_on_device
 from adcsr_jax.train.accumulate import accumulate
 from adcsr_jax.train.stage import Batch, Metrics, Stage, State
+from adcsr_jax.weights.prompt_weights import PromptWeights
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +69,16 @@ class Nets:
     student: AdcSRConfig
     teacher: OSEDiffConfig
     disc: DiscriminatorConfig
+    # DAPE + text encoder without their params (those live in frozen["tagger"] and
+    # frozen["text_encoder"]); None: one fixed embedding, frozen["prompt"].
+    prompt: PromptWeights | None = None
 
 
 def _with_dtype(nets: Nets, dtype: str, remat: bool) -> Nets:
     unet = dataclasses.replace(nets.disc.unet, dtype=dtype, remat=remat)
     disc = dataclasses.replace(nets.disc, unet=unet)
-    return Nets(
+    return dataclasses.replace(
+        nets,
         student=nets.student.replace(dtype=dtype, remat=remat),
         teacher=nets.teacher.with_dtype(dtype),
         disc=disc,
@@ -130,9 +136,21 @@ def optimizers(config: Any) -> tuple[optax.GradientTransformation, optax.Gradien
 # -- the step -----------------------------------------------------------------------------------
 
 
-def _text(frozen: Any, batch_size: int) -> jax.Array:
-    prompt = frozen["prompt"]
-    return jnp.broadcast_to(prompt[None], (batch_size, *prompt.shape))
+def batch_prompts(nets: Nets, frozen: Any, lr01: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    """``(B, 77, D)`` prompt embeddings of an LR batch in [0, 1], and the tag count per image.
+
+    With the tagger (``config.prompt.source='tagger'``): AdcSR ``train.py``'s
+    ``text_encoder(tokenize(DAPE(ram_tf(LR))))``, tags alone, computed on the device inside the
+    step; else the fixed embedding for every image (count None)."""
+    if nets.prompt is None:
+        prompt = frozen["prompt"]
+        return jnp.broadcast_to(prompt[None], (lr01.shape[0], *prompt.shape)), None
+    p = nets.prompt
+    tagger = dataclasses.replace(p.tagger, params=frozen["tagger"])
+    emb, hits = prompt_embeddings_on_device(
+        tagger, p.tag_tokens, (p.text_module, frozen["text_encoder"]), lr01, return_hits=True
+    )
+    return jax.lax.stop_gradient(emb).astype(F32), hits.sum(axis=1)
 
 
 def grads_and_metrics(
@@ -141,7 +159,7 @@ def grads_and_metrics(
     """G's and D's gradients and the loss terms of one (micro-)batch."""
     lq = batch["lr"].astype(F32) * 2 - 1
     gt = batch["gt"].astype(F32) * 2 - 1
-    text = _text(frozen, lq.shape[0])
+    text, tags = batch_prompts(nets, frozen, batch["lr"].astype(F32))
     f_t = jax.lax.stop_gradient(teacher_features(nets, frozen, lq, text))
     f_r = jax.lax.stop_gradient(real_features(nets, frozen, gt))
 
@@ -171,6 +189,8 @@ def grads_and_metrics(
         "d/logit_real": logit_real,
         "d/logit_fake": jnp.mean(fake),
     }
+    if tags is not None:
+        metrics["prompt/tags_per_image"] = jnp.mean(tags.astype(F32))
     return (g_grads, d_grads), metrics
 
 
@@ -221,7 +241,15 @@ def load_weights(config: Any) -> Any:
 
     m = config.model
     if m.source == "random":
-        return random_stage2_weights(m.size, int(m.seed))
+        from adcsr_jax.weights.loaders import load_vae
+        from adcsr_jax.weights.stage2_weights import read_half
+
+        sd_vae = None
+        if m.get("sd_vae"):
+            module, params = load_vae(m.sd_vae)
+            sd_vae = (module.config, jax.device_get(params))
+        half = read_half(m.half_decoder) if m.get("half_decoder") else None
+        return random_stage2_weights(m.size, int(m.seed), sd_vae=sd_vae, half_decoder=half)
     if m.source != "files":
         raise ValueError(f"config.model.source must be 'random' or 'files', got {m.source!r}")
     missing = [k for k in ("sd21", "osediff", "half_decoder") if not m.get(k)]
@@ -230,14 +258,36 @@ def load_weights(config: Any) -> Any:
     return load_stage2_weights(m.sd21, m.osediff, m.half_decoder, m.get("student") or None)
 
 
+def load_prompt(config: Any, width: int) -> PromptWeights | None:
+    """The tagger and text encoder of ``config.prompt.source='tagger'`` (None for ``'fixed'``):
+    seeded random small ones for ``model.source='random'``, else ``prompt.ram`` / ``prompt.dape``
+    and ``prompt.text_encoder`` (default ``<model.sd21>/text_encoder``)."""
+    from adcsr_jax.weights.prompt_weights import load_prompt_weights, random_prompt_weights
+
+    p = config.prompt
+    if p.source == "fixed":
+        return None
+    if p.source != "tagger":
+        raise ValueError(f"config.prompt.source must be 'fixed' or 'tagger', got {p.source!r}")
+    if config.model.source == "random":
+        return random_prompt_weights(width, int(p.seed))
+    text_encoder = p.get("text_encoder") or (
+        str(Path(config.model.sd21) / "text_encoder") if config.model.sd21 else ""
+    )
+    if not p.get("ram") or not text_encoder:
+        raise ValueError(
+            "config.prompt.source='tagger' needs config.prompt.ram (ram_swin_large_14m.pth; "
+            "config.prompt.dape = DAPE.pth for OSEDiff's tagger) and config.prompt.text_encoder "
+            "or config.model.sd21 (SD 2.1's text_encoder/); or set config.prompt.source='fixed'"
+        )
+    return load_prompt_weights(
+        p.ram, p.get("dape") or None, text_encoder, p.get("tokenizer") or None, width
+    )
+
+
 def prompt_embedding(config: Any, width: int) -> np.ndarray:
     """The fixed prompt embedding (77, width): a ``.npy`` file, or seeded N(0, 1) when empty."""
     p = config.prompt
-    if p.source != "fixed":
-        raise ValueError(
-            f"config.prompt.source={p.source!r}: only 'fixed' is implemented (one embedding for "
-            "every image; the tagger + text-encoder path is a separate issue)"
-        )
     if p.embedding:
         emb = np.load(p.embedding).astype(np.float32)
         if emb.ndim == 3 and emb.shape[0] == 1:
@@ -261,10 +311,23 @@ def disc_config(config: Any, weights: Any) -> DiscriminatorConfig:
     )
 
 
-def build_nets(config: Any, weights: Any) -> Nets:
+def _static_prompt(prompt: PromptWeights | None) -> PromptWeights | None:
+    """The prompt path without its params (so that no jitted function closes over them)."""
+    if prompt is None:
+        return None
+    tagger = dataclasses.replace(prompt.tagger, params=None)
+    return dataclasses.replace(prompt, tagger=tagger, text_params=None)
+
+
+def build_nets(config: Any, weights: Any, prompt: PromptWeights | None = None) -> Nets:
     """The architectures with ``compute_dtype``, ``remat`` and the exact CPU fast paths
     (``attention_query_chunk``, ``conv_matmul_max_pixels``; 0 = off) applied."""
-    nets = Nets(weights.student_config, weights.teacher_config, disc_config(config, weights))
+    nets = Nets(
+        weights.student_config,
+        weights.teacher_config,
+        disc_config(config, weights),
+        _static_prompt(prompt),
+    )
     nets = _with_dtype(nets, config.compute_dtype, bool(config.remat))
     chunk = int(config.get("attention_query_chunk", 0)) or None
     pixels = int(config.get("conv_matmul_max_pixels", 0)) or None
@@ -272,15 +335,18 @@ def build_nets(config: Any, weights: Any) -> Nets:
         return nets
     fast = {"attention_query_chunk": chunk, "conv_matmul_max_pixels": pixels}
     disc_unet = dataclasses.replace(nets.disc.unet, **fast)
-    return Nets(
+    return dataclasses.replace(
+        nets,
         student=nets.student.replace(**fast),
         teacher=nets.teacher.with_fast_paths(chunk, pixels),
         disc=dataclasses.replace(nets.disc, unet=disc_unet),
     )
 
 
-def init_state(config: Any, weights: Any, nets: Nets, rng: jax.Array) -> State:
-    """The stage-2 state on the host from loaded (or random) weights."""
+def init_state(
+    config: Any, weights: Any, nets: Nets, rng: jax.Array, prompt: PromptWeights | None = None
+) -> State:
+    """The stage-2 state on the host from loaded (or random) weights (and the prompt path's)."""
     tx_g, tx_d = optimizers(config)
     student = dict(weights.student)
     tail = {"decoder": student.pop("decoder")}
@@ -291,8 +357,12 @@ def init_state(config: Any, weights: Any, nets: Nets, rng: jax.Array) -> State:
         "sd_vae": weights.sd_vae,
         "student_tail": tail,
         "disc": disc["frozen"],
-        "prompt": prompt_embedding(config, nets.teacher.unet.cross_attention_dim),
     }
+    if prompt is None:
+        frozen["prompt"] = prompt_embedding(config, nets.teacher.unet.cross_attention_dim)
+    else:
+        frozen["tagger"] = prompt.tagger.params
+        frozen["text_encoder"] = prompt.text_params
     train = {
         "student": student,
         "disc": disc["trainable"],
@@ -393,6 +463,19 @@ def state_shardings(mesh: Mesh, rules: Any, nets: Nets, state_shapes: Any) -> An
 # -- evaluation and export ----------------------------------------------------------------------
 
 
+def eval_dirs(ev: Any) -> tuple[Path, Path]:
+    """``(lr_dir, hr_dir)`` of ``config.eval``: two folders, or ``lr_dir='sample:val'``: the
+    held-out sample photos' centre ``eval.crop`` crops and their ``adcsr`` degradations (seeded),
+    written once under ``<$ADCSR_CACHE>/sample_pairs/<crop>``."""
+    if ev.lr_dir != "sample:val":
+        return Path(ev.lr_dir), Path(ev.hr_dir)
+    from adcsr_jax.data.sample_set import sample_pairs
+    from adcsr_jax.weights.metrics import default_cache_dir
+
+    crop = int(ev.get("crop", 128))
+    return sample_pairs(default_cache_dir() / "sample_pairs" / str(crop), crop)
+
+
 def _pairs(lr_dir: Path, hr_dir: Path, limit: int) -> list[tuple[Path, Path]]:
     from adcsr_jax.eval.images import list_images
 
@@ -421,7 +504,7 @@ def make_evaluate(
         lq = lq01 * 2 - 1
         params = {**train["student"], **frozen["student_tail"]}
         sr = student_module.apply({"params": params}, lq)
-        f_t = teacher_features(nets, frozen, lq, _text(frozen, lq.shape[0]))
+        f_t = teacher_features(nets, frozen, lq, batch_prompts(nets, frozen, lq01)[0])
         tail = {"params": params}
         teacher = finish(student_module.apply(tail, f_t.astype(nets.student.dtype),
                                               method=AdcSR.decode), lq)  # fmt: skip
@@ -437,7 +520,8 @@ def make_evaluate(
         sr_dir = out / "sr"
         sr_dir.mkdir(parents=True, exist_ok=True)
         grids = {}
-        for i, (lr_path, hr_path) in enumerate(_pairs(Path(ev.lr_dir), Path(ev.hr_dir), ev.limit)):
+        lr_dir, hr_dir = eval_dirs(ev)
+        for i, (lr_path, hr_path) in enumerate(_pairs(lr_dir, hr_dir, ev.limit)):
             lr = read_image(lr_path)
             h, w = lr.shape[:2]
             padded = jnp.asarray(pad_to_multiple(lr[None], 16))
@@ -455,7 +539,7 @@ def make_evaluate(
                     np.concatenate([up, teacher, sr, hr], axis=1)
                 )[None]
         result = evaluate_folder(
-            sr_dir, ev.hr_dir, metrics=list(ev.metrics), workdir=out,
+            sr_dir, hr_dir, metrics=list(ev.metrics), workdir=out,
             weights_dir=ev.get("weights_dir") or None, progress=False,
         )  # fmt: skip
         for name, reason in result.skipped.items():
@@ -523,19 +607,23 @@ def build(config: Any, mesh: Mesh) -> Stage:
     """The stage-2 :class:`~adcsr_jax.train.stage.Stage` for ``config`` (``configs/stage2.py``)."""
     weights_cache: dict[str, Any] = {}
 
-    def weights() -> Any:
+    def weights() -> tuple[Any, PromptWeights | None]:
         if "w" not in weights_cache:
-            weights_cache["w"] = load_weights(config)
+            w = load_weights(config)
+            width = w.teacher_config.unet.cross_attention_dim
+            weights_cache["w"] = (w, load_prompt(config, width))
         return weights_cache["w"]
 
-    nets = build_nets(config, weights())
+    nets = build_nets(config, *weights())
 
     def init(rng: jax.Array) -> State:
-        state = init_state(config, weights(), nets, rng)
+        w, prompt = weights()
+        state = init_state(config, w, nets, rng, prompt)
         weights_cache.clear()  # the state now owns the arrays
         return state
 
-    has_eval = bool(config.eval.get("lr_dir")) and bool(config.eval.get("hr_dir"))
+    lr_dir = config.eval.get("lr_dir")
+    has_eval = lr_dir == "sample:val" or (bool(lr_dir) and bool(config.eval.get("hr_dir")))
     return Stage(
         name=NAME,
         init=init,

@@ -116,20 +116,44 @@ def _assemble(
     )
 
 
-def random_stage2_weights(size: str = "tiny", seed: int = 0) -> Stage2Weights:
+def read_half(path: str | Path) -> tuple[VAEConfig, dict[str, Any]]:
+    """(config, Flax params) of a ``halfDecoder.ckpt`` (either layout; widths from its keys)."""
+    from adcsr_jax.weights.adcsr_ckpt import read_half_decoder
+    from adcsr_jax.weights.osediff_ckpt import _half_decoder_config
+
+    half_sd = read_half_decoder(path)
+    cfg = _half_decoder_config(half_sd)
+    return cfg, decoder_params_from_torch(half_sd, cfg, source=str(path))
+
+
+def random_stage2_weights(
+    size: str = "tiny",
+    seed: int = 0,
+    *,
+    sd_vae: tuple[VAEConfig, dict[str, Any]] | None = None,
+    half_decoder: tuple[VAEConfig, dict[str, Any]] | None = None,
+) -> Stage2Weights:
     """Seeded random networks of the stage-2 structure (``size``: ``tiny`` or ``full``).
 
     SD UNet, SD VAE, half decoder, teacher UNet and teacher VAE are drawn independently
     (``models.adcsr.random_params``); the student is pruned from the SD UNet and takes the half
-    decoder's mid block and tail, as in AdcSR.
+    decoder's mid block and tail, as in AdcSR. ``sd_vae`` / ``half_decoder``: (config, params)
+    used instead of drawing them, e.g. the VAE a tiny stage 1 ran on and the decoder it trained
+    (the teacher's VAE is then drawn with ``sd_vae``'s config).
     """
     if size not in ("tiny", "full"):
         raise ValueError(f"stage-2 network size must be 'tiny' or 'full', got {size!r}")
     unet_cfg, vae_cfg, half_cfg = tiny_configs() if size == "tiny" else full_configs()
     np_tree = lambda t: jax.tree.map(np.asarray, t)  # noqa: E731
     sd_unet = np_tree(random_params(unet_template(unet_cfg), seed))
-    sd_vae = np_tree(random_params(vae_template(vae_cfg), seed + 1))
-    half = np_tree(random_params(decoder_template(half_cfg), seed + 2))
+    if sd_vae is not None:
+        vae_cfg, sd_vae = sd_vae[0], np_tree(sd_vae[1])
+    else:
+        sd_vae = np_tree(random_params(vae_template(vae_cfg), seed + 1))
+    if half_decoder is not None:
+        half_cfg, half = half_decoder[0], np_tree(half_decoder[1])
+    else:
+        half = np_tree(random_params(decoder_template(half_cfg), seed + 2))
     t_unet = np_tree(random_params(unet_template(unet_cfg), seed + 3))
     t_vae = np_tree(random_params(vae_template(vae_cfg), seed + 4))
     return _assemble(unet_cfg, sd_unet, sd_vae, half_cfg, half, t_unet, t_vae, vae_cfg)
@@ -185,15 +209,10 @@ def load_stage2_weights(
     ``student``: ``None`` (prune SD 2.1-base, AdcSR's recipe), a converted AdcSR folder or a
     ``net_params_*.pkl`` (fine-tuning).
     """
-    from adcsr_jax.weights.adcsr_ckpt import read_half_decoder
     from adcsr_jax.weights.osediff_ckpt import convert_osediff, read_sd21
 
     unet_cfg, unet_sd, vae_cfg, vae_sd = read_sd21(sd21)
-    half_sd = read_half_decoder(half_decoder)
-    from adcsr_jax.weights.osediff_ckpt import _half_decoder_config
-
-    half_cfg = _half_decoder_config(half_sd)
-    half = decoder_params_from_torch(half_sd, half_cfg, source=str(half_decoder))
+    half_cfg, half = read_half(half_decoder)
     osediff = Path(osediff)
     if osediff.is_dir():
         from adcsr_jax.weights.adcsr_ckpt import read_converted_meta, read_converted_params
@@ -206,7 +225,7 @@ def load_stage2_weights(
     if t_cfg.unet != unet_cfg or t_cfg.vae.block_out_channels != vae_cfg.block_out_channels:
         raise ValueError(f"{osediff}: the teacher's UNet/VAE configs differ from {sd21}'s")
     if student is None:
-        pruned = _student_from(unet_sd, half_sd, unet_cfg, half_cfg)
+        pruned = _student_from(unet_sd, params_to_torch(half), unet_cfg, half_cfg)
     else:
         pruned = _read_student(Path(student), Path(half_decoder), None)
     sd_unet = unet_params_from_torch(unet_sd, unet_cfg, source=f"{sd21}/unet", consume=True)

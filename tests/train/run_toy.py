@@ -1,4 +1,5 @@
-"""Subprocess driver of the engine tests: trains the toy stage in WORKDIR and prints one
+"""Subprocess driver of the engine tests: trains the toy stage (or ``--config FILE:VARIANT``,
+e.g. ``configs/stage2.py:tiny``, the variant argument then ignored) in WORKDIR and prints one
 ``RESULT {json}`` line (``--coordinator``: as one process of a ``jax.distributed`` run). ``--kill-after STEP --wait-for CKPT``: SIGKILL this process from the
 step hook once step STEP is done and checkpoint CKPT is committed (a hard crash mid-run)."""
 
@@ -26,6 +27,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("workdir")
     p.add_argument("variant")
+    p.add_argument("--config", help="FILE:VARIANT instead of the toy config")
     p.add_argument("--kill-after", type=int)
     p.add_argument("--wait-for", type=int)
     p.add_argument("--coordinator", help="HOST:PORT: join jax.distributed as one of N processes")
@@ -34,7 +36,7 @@ def main() -> int:
     args, overrides = p.parse_known_args()
     if args.coordinator:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    config = load_config(f"{CONFIG}:{args.variant}", overrides)
+    config = load_config(args.config or f"{CONFIG}:{args.variant}", overrides)
     ckpt = Path(args.workdir) / "checkpoints"
 
     def on_step(step: int, metrics: dict) -> None:

@@ -33,25 +33,6 @@ STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory) -> Path:
-    """A persistent XLA cache shared with the subprocesses (same programs compile once)."""
-    path = tmp_path_factory.mktemp("xla_cache")
-    from jax._src import compilation_cache  # noqa: PLC0415
-
-    old = (
-        jax.config.jax_compilation_cache_dir,
-        jax.config.jax_persistent_cache_min_compile_time_secs,
-    )
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    compilation_cache.reset_cache()
-    yield path
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-    compilation_cache.reset_cache()
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """The sample photos, downsized (fast to decode), as an HR folder."""
     from adcsr_jax.data.sample_set import sample_images  # noqa: PLC0415

@@ -295,15 +295,20 @@ def test_configs_and_build() -> None:
     tiny, full = get_config("tiny"), get_config("full")
     assert (full.data.batch_size, full.data.crop, full.total_steps) == (96, 512, 200_000)
     assert tuple(full.optim.milestones) == (100_000,) and full.optim.lr_d == 1e-6
-    assert tiny.prompt.source == "fixed" and tiny.model.source == "random"
+    assert tiny.prompt.source == "tagger" and tiny.model.source == "random"
     with pytest.raises(ValueError, match="variant"):
         get_config("huge")
     stage = stage2.build(tiny, make_mesh(devices=jax.devices()[:1]))
-    assert stage.name == "stage2" and stage.batch_keys == ("lr", "gt") and stage.evaluate is None
+    assert stage.name == "stage2" and stage.batch_keys == ("lr", "gt") and stage.evaluate
+    assert tiny.eval.lr_dir == "sample:val" and tiny.data.source == "sample:train"
     shapes = jax.eval_shape(stage.init, jax.random.key(0))
     assert sorted(shapes["train"]) == ["disc", "opt_d", "opt_g", "student"]
-    assert sorted(shapes["frozen"]) == ["disc", "half_stem", "prompt", "sd_vae", "student_tail",
-                                        "teacher"]  # fmt: skip
+    assert sorted(shapes["frozen"]) == ["disc", "half_stem", "sd_vae", "student_tail", "tagger",
+                                        "teacher", "text_encoder"]  # fmt: skip
+    tiny.prompt.source = "fixed"
+    shapes = jax.eval_shape(stage2.build(tiny, make_mesh(devices=jax.devices()[:1])).init,
+                            jax.random.key(0))  # fmt: skip
+    assert "prompt" in shapes["frozen"] and "tagger" not in shapes["frozen"]
     mesh = make_mesh(devices=jax.devices()[:1])
     nets = stage2.build_nets(tiny, stage2.load_weights(tiny))
     shardings = stage2.state_shardings(mesh, (("conv_out", "fsdp"),), nets, shapes)
@@ -327,6 +332,65 @@ def test_bad_prompt_file_is_named(tmp_path: Path) -> None:
     config.prompt.embedding = str(tmp_path / "p.npy")
     with pytest.raises(ValueError, match=r"p\.npy.*\(77, 32\)"):
         stage2.prompt_embedding(config, 32)
-    config.prompt.source = "tagger"
-    with pytest.raises(ValueError, match="only 'fixed'"):
-        stage2.prompt_embedding(config, 32)
+    config.prompt.source = "text"
+    with pytest.raises(ValueError, match="'fixed' or 'tagger'"):
+        stage2.load_prompt(config, 32)
+    config.prompt.source, config.model.source = "tagger", "files"
+    with pytest.raises(ValueError, match=r"config\.prompt\.ram"):
+        stage2.load_prompt(config, 32)
+
+
+def test_batch_prompts_are_the_tags_of_each_lr_through_the_text_encoder() -> None:
+    """The on-device prompt path of the step equals the host path (tags as strings, the
+    tokenizer, the text encoder), image by image; the tag count is the tagger's."""
+    from adcsr_jax.models.tagger import prompt_embeddings
+
+    config = get_config("tiny")
+    weights = stage2.load_weights(config)
+    prompt = stage2.load_prompt(config, 32)
+    nets = stage2.build_nets(config, weights, prompt)
+    assert nets.prompt.tagger.params is None and nets.prompt.text_params is None
+    state = stage2.init_state(config, weights, nets, jax.random.key(0), prompt)
+    lr = np.random.default_rng(0).random((4, 16, 16, 3), np.float32)
+    lr[1] = 0.0  # a flat image: other tags than the textured ones
+    emb, tags = jax.jit(lambda f, x: stage2.batch_prompts(nets, f, x))(state["frozen"], lr)
+    want = prompt_embeddings(prompt.tagger, (prompt.text_module, prompt.text_params), lr)
+    np.testing.assert_allclose(np.asarray(emb), np.asarray(want), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(tags), prompt.tagger.predictions(lr).sum(1))
+    assert emb.shape == (4, 77, 32) and len(set(prompt.tagger.tags(lr))) > 1
+
+
+def test_random_networks_take_the_vae_and_decoder_of_a_tiny_stage_1(tmp_path: Path) -> None:
+    """``model.sd_vae`` / ``model.half_decoder`` with ``source='random'`` (what ``adcsr demo``
+    passes from stage 1): used as given; the student's mid block and tail come from that decoder
+    and the teacher's VAE has its config."""
+    from flax import traverse_util
+
+    from adcsr_jax.models.adcsr import random_params
+    from adcsr_jax.models.vae import VAEConfig
+    from adcsr_jax.weights.half_decoder import write_half_decoder_ckpt
+    from adcsr_jax.weights.loaders import save_converted
+    from adcsr_jax.weights.networks import decoder_template, vae_template
+
+    vae_cfg = VAEConfig(block_out_channels=(64, 64, 128, 128))
+    vae = random_params(vae_template(vae_cfg), 7)
+    save_converted(tmp_path / "vae", "vae", vae_cfg, vae)
+    half = random_params(decoder_template(VAEConfig(block_out_channels=(32, 32, 64, 64))), 8)
+    write_half_decoder_ckpt(tmp_path / "halfDecoder.ckpt", half)
+    config = get_config("tiny")
+    config.model.sd_vae = str(tmp_path / "vae")
+    config.model.half_decoder = str(tmp_path / "halfDecoder.ckpt")
+    w = stage2.load_weights(config)
+
+    def same(a, b) -> None:
+        fa, fb = traverse_util.flatten_dict(a), traverse_util.flatten_dict(b)
+        assert fa.keys() == fb.keys()
+        for k in fa:
+            np.testing.assert_allclose(np.asarray(fa[k]), np.asarray(fb[k]), rtol=0, atol=0)
+
+    same(w.sd_vae["encoder"], vae["encoder"])
+    same(w.half_stem["mid_block"], half["mid_block"])
+    same(w.student["mid_block"], half["mid_block"])
+    same(w.student["decoder"]["conv_out"], half["conv_out"])
+    assert w.teacher_config.vae.block_out_channels == (64, 64, 128, 128)
+    assert w.student_config.decoder_block_out_channels == (32, 32, 64, 64)
