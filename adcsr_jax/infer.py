@@ -30,6 +30,7 @@ from PIL import Image
 from adcsr_jax.image_io import ImageReadError, list_images, read_image, write_png
 from adcsr_jax.imageops import adain_colour_fix, to_unit_range, wavelet_colour_fix
 from adcsr_jax.models.adcsr import SCALE, SIZE_MULTIPLE, AdcSR
+from adcsr_jax.models.osediff import OSEDiff
 from adcsr_jax.resize import bicubic_resize
 from adcsr_jax.tiling import pad_to_multiple, tiled_apply
 
@@ -168,6 +169,87 @@ class Upscaler:
         return super_resolve_array(self.raw, lr, self.options)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _apply_teacher(module: OSEDiff, params: Any, x: jax.Array, text: jax.Array) -> jax.Array:
+    return module.apply(
+        {"params": params}, x, jnp.broadcast_to(text, (x.shape[0], *text.shape[1:]))
+    )
+
+
+class TeacherUpscaler:
+    """OSEDiff, the teacher, prompted per image as OSEDiff's ``test_osediff.py`` prompts it.
+
+    Per image: DAPE's tags of the x4 bicubic input (the tagger resizes it to 384) ->
+    ``f"{tags}, {user_prompt},"`` -> SD 2.1's text encoder; then the one step at t = 999 on the
+    whole image or in tiles (the prompt stays the whole image's) and the colour fix
+    (``options.colour_fix``; OSEDiff's default is ``adain``). Differences from the reference, on
+    purpose: the VAE posterior mean instead of a sample (deterministic), torch-style bicubic x4
+    instead of PIL's, and no LANCZOS crop to a multiple of 8 (the LR is padded to 16 instead).
+    Without a tagger (``prompt.tagger`` None) every image gets ``user_prompt`` alone.
+    """
+
+    def __init__(
+        self,
+        module: OSEDiff,
+        params: Any,
+        text_encoder: tuple[Any, Any],
+        tagger: Any | None = None,
+        user_prompt: str = "",
+        options: InferOptions | None = None,
+    ) -> None:
+        self.module, self.params = module, params
+        self.text_encoder, self.tagger = text_encoder, tagger
+        self.user_prompt = user_prompt
+        self.options = options or InferOptions(colour_fix="adain")
+        self.prompts: list[str] = []  # of every image so far, in order
+
+    @classmethod
+    def from_weights(
+        cls,
+        teacher_dir: str | Path,
+        text_encoder: str | Path,
+        ram: str | Path | None = None,
+        dape: str | Path | None = None,
+        user_prompt: str = "",
+        options: InferOptions | None = None,
+    ) -> TeacherUpscaler:
+        """A converted teacher folder (``adcsr convert osediff``), SD 2.1's ``text_encoder/``,
+        and RAM (+ ``DAPE.pth``) for the tags."""
+        from adcsr_jax.weights import load_tagger, load_text_encoder
+        from adcsr_jax.weights.osediff_ckpt import load_teacher
+
+        options = options or InferOptions()
+        module, params, _ = load_teacher(teacher_dir, dtype=options.dtype)
+        tagger = load_tagger(ram, dape) if ram else None
+        return cls(module, params, load_text_encoder(text_encoder), tagger, user_prompt, options)
+
+    def prompt(self, lr01: np.ndarray) -> str:
+        """The prompt of one LR image (1,H,W,3) in [0, 1]."""
+        from adcsr_jax.models.tagger import osediff_prompt
+
+        if self.tagger is None:
+            return osediff_prompt("", self.user_prompt).removeprefix(", ")
+        up = np.clip(np.asarray(bicubic_resize(jnp.asarray(lr01), scale=SCALE)), 0.0, 1.0)
+        return osediff_prompt(self.tagger.tags(up)[0], self.user_prompt)
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        """LR batch (B,H,W,3) in [0, 1] -> SR (B,4H,4W,3) in [0, 1], one prompt per image."""
+        from adcsr_jax.models.text import encode_text
+
+        out = []
+        for i in range(lr.shape[0]):
+            image = np.asarray(lr[i : i + 1], np.float32)
+            text = self.prompt(image)
+            self.prompts.append(text)
+            emb = encode_text(*self.text_encoder, [text])
+
+            def raw(x: np.ndarray, emb: jax.Array = emb) -> np.ndarray:
+                return np.asarray(_apply_teacher(self.module, self.params, jnp.asarray(x), emb))
+
+            out.append(super_resolve_array(raw, image, self.options))
+        return np.concatenate(out)
+
+
 @dataclasses.dataclass
 class Report:
     """What a run did: written outputs and the inputs that failed, with the reason."""
@@ -198,7 +280,10 @@ def _chunks(items: Sequence[Path], size: int) -> Iterable[Sequence[Path]]:
 
 
 def super_resolve_files(
-    upscaler: Upscaler, paths: Sequence[Path], output_dir: str | Path, report: Report | None = None
+    upscaler: Upscaler | TeacherUpscaler,
+    paths: Sequence[Path],
+    output_dir: str | Path,
+    report: Report | None = None,
 ) -> Report:
     """Super-resolve ``paths`` into ``output_dir`` as PNG, batching images of the same size.
 
@@ -252,6 +337,7 @@ __all__ = [
     "COLOUR_FIXES",
     "InferOptions",
     "Report",
+    "TeacherUpscaler",
     "Upscaler",
     "output_names",
     "postprocess",

@@ -172,3 +172,51 @@ def test_pipeline_pads_crops_and_fixes_colour_with_any_network() -> None:
     wave = super_resolve_array(lambda x: -_nearest4(x), lr, InferOptions(colour_fix="wavelet"))
     low = np.asarray(bicubic_resize(jnp.asarray(lr * 2 - 1), scale=4)) / 2 + 0.5
     assert np.abs(wave.mean((1, 2)) - low.mean((1, 2))).max() < 0.02  # low band from the LR
+
+
+def test_teacher_prompts_each_image_with_its_tags_as_test_osediff_does(tmp_path: Path) -> None:
+    """The teacher path: DAPE tags of the x4 bicubic input + ", PROMPT," -> text encoder ->
+    OSEDiff one step -> AdaIN colour fix, image by image (a tiny random tagger and teacher)."""
+    from adcsr_jax.infer import TeacherUpscaler, postprocess
+    from adcsr_jax.models.adcsr import random_params
+    from adcsr_jax.models.osediff import OSEDiff, OSEDiffConfig, abstract_params
+    from adcsr_jax.models.text import encode_text
+    from adcsr_jax.resize import bicubic_resize
+    from adcsr_jax.weights.prompt_weights import random_prompt_weights
+
+    cfg = OSEDiffConfig.tiny(half_decoder=False)
+    params = random_params(abstract_params(cfg), 0)
+    pw = random_prompt_weights(cfg.unet.cross_attention_dim, 0)
+    encoder = (pw.text_module, pw.text_params)
+    options = InferOptions(tile=32, overlap=8, progress=False)
+    up = TeacherUpscaler(OSEDiff(cfg), params, encoder, pw.tagger, "sharp", options)
+    lr = np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+    lr[1] *= 0.2  # a darker image: other tags
+    sr = up(lr)
+    assert sr.shape == (2, 128, 128, 3) and len(up.prompts) == 2
+    for i in range(2):
+        x4 = np.clip(np.asarray(bicubic_resize(lr[i : i + 1], scale=4)), 0, 1)
+        want = f"{pw.tagger.tags(x4)[0]}, sharp,"
+        assert up.prompts[i] == want
+        emb = encode_text(*encoder, [want])
+        raw = OSEDiff(cfg).apply({"params": params}, lr[i : i + 1] * 2 - 1, emb)
+        ref = postprocess(np.asarray(raw), lr[i : i + 1] * 2 - 1, "adain")
+        np.testing.assert_allclose(sr[i], ref[0], atol=2e-5)
+    assert up.prompts[0] != up.prompts[1]
+    big = up(np.random.default_rng(1).random((1, 48, 40, 3), np.float32))  # 2 x 2 tiles
+    assert big.shape == (1, 192, 160, 3) and np.isfinite(big).all()
+
+
+def test_teacher_flags_are_checked(tmp_path: Path, capsys) -> None:
+    from adcsr_jax.cli import main
+
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(img)
+    base = ["infer", "--input", str(img), "--output", str(tmp_path / "o")]
+    assert main(base) == 2
+    assert "either --weights DIR (the student) or --teacher DIR" in capsys.readouterr().err
+    assert main([*base, "--teacher", str(tmp_path)]) == 2
+    assert "--teacher needs --text-encoder" in capsys.readouterr().err
+    assert main([*base, "--teacher", str(tmp_path), "--text-encoder", str(tmp_path),
+                 "--dape", str(img)]) == 2  # fmt: skip
+    assert "also give --ram" in capsys.readouterr().err

@@ -4,7 +4,7 @@
   (``cli/infer.py``), ``adcsr eval`` (``cli/eval.py``), ``adcsr data prepare {hr,paired,sample}``
   (``cli/data.py``), ``adcsr export`` (``cli/export.py``), ``adcsr profile`` (``cli/profile.py``),
   ``adcsr train`` (``cli/train.py``), ``adcsr plan`` (``cli/plan.py``), ``adcsr tags``
-  (``cli/tags.py``).
+  (``cli/tags.py``), ``adcsr demo`` (``cli/demo.py``, its report in ``cli/demo_report.py``).
 * A command module exposes ``add_arguments(parser)`` and ``run(args) -> int``, or, when it has
   sub-targets, ``TARGETS = {name: Target(help, add_arguments, run)}`` (nested dicts for deeper
   levels: ``data`` -> ``prepare`` -> ``hr``). A target is always a sub-command with its own
@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "train": "adcsr_jax.cli.train",
     "plan": "adcsr_jax.cli.plan",
     "tags": "adcsr_jax.cli.tags",
+    "demo": "adcsr_jax.cli.demo",
 }
 
 

@@ -62,6 +62,17 @@ def _quiet_orbax(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
 
 
+def configure_logging() -> None:
+    """INFO from the engine and absl (CLU's ``ReportProgress`` ETA, the metric lines), orbax's
+    per-save chatter filtered out."""
+    from absl import logging as absl_logging  # noqa: PLC0415 - CLU and orbax log through absl
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger().setLevel(logging.INFO)  # a no-op basicConfig (absl's handler) kept WARNING
+    absl_logging.set_verbosity(absl_logging.INFO)
+    logging.getLogger("absl").addFilter(_quiet_orbax)
+
+
 def use_compile_cache(choice: str | None) -> str | None:
     """Points JAX's persistent compilation cache at ``choice`` (see ``--compile-cache``); returns
     the folder, or None when turned off. XLA:CPU compiles a stage-2 step for minutes, so a resume
@@ -79,15 +90,10 @@ def use_compile_cache(choice: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from absl import logging as absl_logging  # noqa: PLC0415 - CLU and orbax log through absl
-
     from adcsr_jax.train import distributed, loop  # noqa: PLC0415 - keeps `adcsr --help` light
     from adcsr_jax.train.config import load_config  # noqa: PLC0415
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger().setLevel(logging.INFO)  # a no-op basicConfig (absl's handler) kept WARNING
-    absl_logging.set_verbosity(absl_logging.INFO)  # ReportProgress's ETA, the metric lines
-    logging.getLogger("absl").addFilter(_quiet_orbax)
+    configure_logging()
     config = load_config(args.config, getattr(args, "extra", []))
     if args.print_config:
         print(config)

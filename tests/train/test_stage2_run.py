@@ -148,4 +148,4 @@ def test_the_distillation_loss_falls_over_a_longer_tiny_run(compile_cache, tmp_p
     loop.train(load_config(CONFIG, overrides), tmp_path)
     distill = [v["loss/distill"] for _, v in sorted(_losses(tmp_path).items())]
     assert len(distill) == 60
-    assert np.mean(distill[-10:]) < 0.97 * np.mean(distill[:10]), distill
+    assert np.mean(distill[-10:]) < 0.96 * np.mean(distill[:10]), distill

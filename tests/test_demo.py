@@ -1,0 +1,80 @@
+"""``adcsr demo``: flags, the report from step summaries, and (slow) the whole tiny pipeline
+twice: the second run skips every finished step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adcsr_jax.cli import main
+
+
+def test_bad_flags_exit_2(tmp_path, capsys):
+    assert main(["demo", "--workdir", str(tmp_path), "--pair-crop", "100"]) == 2
+    assert "--pair-crop must be a multiple of 64" in capsys.readouterr().err
+    assert main(["demo", "--workdir", str(tmp_path), "--stage2-steps", "0"]) == 2
+    missing = tmp_path / "nope.pkl"
+    assert main(["demo", "--workdir", str(tmp_path), "--adcsr-weights", str(missing)]) == 2
+    assert "nope.pkl" in capsys.readouterr().err
+
+
+def test_report_tables_and_side_by_side(tmp_path):
+    from adcsr_jax.cli.demo import Demo
+    from adcsr_jax.cli.demo_report import write_report
+
+    ev = tmp_path / "evaluate"
+    for sub, size in (("pairs/lr", 8), ("pairs/hr", 32), ("bicubic", 32), ("student", 32)):
+        (ev / sub).mkdir(parents=True)
+        Image.fromarray(np.full((size, size, 3), 100, np.uint8)).save(ev / sub / "cat.png")
+    train = {"steps": 5, "seconds": 1.0, "first_logged_step": 1, "tensorboard": "tb",
+             "checkpoints": "ck", "exported": ["x.ckpt"],
+             "losses_first_last": {"loss/distill": [2.0, 1.5]}}  # fmt: skip
+    args = type("A", (), {"adcsr_weights": None, "pair_crop": None})()
+    demo = Demo(tmp_path, args, tmp_path)
+    demo.results = {
+        "stage1": train, "stage2": train,
+        "evaluate": {"lr_dir": str(ev / "pairs/lr"), "hr_dir": str(ev / "pairs/hr"),
+                     "bicubic": {"psnr": 20.0, "lpips": 0.5}, "student": {"psnr": 18.5,
+                     "lpips": 0.6}, "skipped": {"dists": "no weights"}},
+        "infer": {"input": "cat 8x8", "tile": 48, "overlap": 16, "seconds": 0.5, "output": "o"},
+        "export": {"lr_size": 8, "skipped": {"onnx fp32": "needs onnx"},
+                   "rows": [{"format": "tflite", "precision": "w8a16", "path": "m.tflite",
+                             "file_mb": 1.5, "latency_ms": 3.0, "psnr_vs_jax": 41.0,
+                             "rel_max_err": 0.01}]},
+    }  # fmt: skip
+    md, png = write_report(demo)
+    text = md.read_text()
+    assert "| bicubic | 20 | 0.5 |" in text and "| student | 18.5 | 0.6 |" in text
+    assert "dists skipped: no weights" in text and "onnx fp32 skipped: needs onnx" in text
+    assert "| tflite | w8a16 | 1.5 | 3 | 41 | 0.01 |" in text
+    assert "`loss/distill`: 2 -> 1.5" in text and "It is not a model" in text
+    assert np.asarray(Image.open(png)).shape == (32, 4 * 32 + 3 * 4, 3)
+
+
+@pytest.mark.slow
+def test_tiny_demo_runs_end_to_end_and_a_rerun_skips_every_step(tmp_path, capsys):
+    pytest.importorskip("skimage")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tensorflow")
+    argv = ["demo", "--workdir", str(tmp_path), "--stage1-steps", "6", "--stage2-steps", "6",
+            "--pair-crop", "64"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "[demo 7/7] report" in out
+    results = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("*/done.json")}
+    assert set(results) == {"vae", "stage1", "stage2", "evaluate", "infer", "export", "report"}
+    assert results["stage2"]["steps"] == 6 and (tmp_path / "stage2" / "student").is_dir()
+    assert {r["format"] for r in results["export"]["rows"]} == {"tflite", "onnx"}
+    for row in results["export"]["rows"]:
+        assert Path(row["path"]).is_file() and row["psnr_vs_jax"] > 25
+    ev = results["evaluate"]
+    assert set(ev["student"]) >= {"psnr", "ssim"} and set(ev["bicubic"]) >= {"psnr", "ssim"}
+    text = (tmp_path / "report.md").read_text()
+    assert "| student |" in text and (tmp_path / "side_by_side.png").is_file()
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert again.count("done in an earlier run, skipped") == 7
