@@ -11,25 +11,36 @@ Command::
 Variants:
 
 * ``tiny``: seeded random networks of the real structure (SD UNet widths 32-128 pruned to 24-96,
-  half decoder 32-64, D = that SD UNet + rank-4 LoRA), the bundled sample photos
-  (``adcsr_jax.data.sample_set``) through the ``adcsr`` degradation at 64-pixel HR crops
-  (16-pixel LR), batch 2, 200 steps. Hardware: one CPU. Time: not yet measured on an idle
-  machine; XLA:CPU compiles the step for minutes (over 50 min on a 2-core box shared by five
-  jobs), after which a step is short. Memory: a few GB. Result: ``loss/distill`` falls (random
-  teacher, so the images are not meaningful).
+  half decoder 32-64, D = that SD UNet + rank-4 LoRA, a small random DAPE-style tagger and
+  2-layer text encoder for the per-image prompts), the bundled sample photos but the held-out
+  two (``data.source=sample:train``) through the ``adcsr`` degradation at 64-pixel HR crops
+  (16-pixel LR), batch 2, 200 steps, Adam 1e-3 for G (tiny only, so the loss visibly falls),
+  evaluation on the held-out photos (``eval.lr_dir=sample:val``: 64-pixel crops degraded once)
+  at steps 100 and 200. Hardware: one CPU. Measured on this project's 2-core CPU shared with
+  two other jobs (``/usr/bin/time -v adcsr train --config configs/stage2.py:tiny --workdir
+  /tmp/s2tiny``): about 5 min to trace and compile the step (3.3 min when the machine is idle),
+  then 1.6-2.2 steps/s; 8.5 min in all with the exports; peak RSS 6.3 GB. A rerun or a resume
+  loads the compiled step from the persistent XLA cache (``adcsr train --compile-cache``).
+  Result: ``loss/distill`` 31.5 -> 28.6 over 100 steps at batch 4 (random teacher, so the
+  images are not meaningful); ``tests/train/test_stage2_run.py`` checks that it falls.
 * ``full``: the paper: global batch 96 (AdcSR: 8 GPUs x 12), 512 HR crops (128 LR), 200k steps,
   Adam 1e-4 halved at 100k (``train.py``'s MultiStepLR at epoch 100 of 200), D Adam 1e-6,
   lambda_adv 1. Needs SD 2.1-base (diffusers folder), the OSEDiff teacher (converted folder or
   ``osediff.pkl``), the stage-1 ``halfDecoder.ckpt`` and an LSDIR-style HR folder. Hardware: the
   paper trained on 8 GPUs (``train.py``: DDP, batch 12 each); on TPU pods / GPU clusters use bf16
   (``--config.compute_dtype=bfloat16``), ``remat`` and ``grad_accum`` as memory needs. Memory:
-  ~7.5 GB of frozen fp32 weights (teacher UNet 3.5 + D base 3.5 + the two VAE parts 0.5) +
-  1.8 GB trainable (446M) + 3.6 GB Adam, before activations; sharded FSDP-style by ``sharding.rules``. Expected result: the released AdcSR
-  (paper Table 1); with a fixed prompt instead of DAPE's tags, not yet measured.
+  ~7.5 GB of frozen fp32 weights (teacher UNet 3.5 + D base 3.5 + the two VAE parts 0.5), about
+  3 GB more for DAPE (RAM Swin-L) and the text encoder, 1.8 GB trainable (446M) + 3.6 GB Adam,
+  before activations; sharded FSDP-style by ``sharding.rules`` (``adcsr plan`` prints the
+  per-device plan). Expected result: the released AdcSR (paper Table 1); not reproduced here
+  (no GPU time for 200k steps). The prompts come from DAPE and SD 2.1's text encoder
+  (``config.prompt.ram`` / ``dape``; the text encoder defaults to
+  ``<model.sd21>/text_encoder``), computed per LR image inside the step.
 
-Fields: ``model`` (where the networks come from), ``prompt`` (``tagger``: DAPE tags of each LR
-image through SD 2.1's text encoder, as ``train.py``; ``fixed``: one embedding for all), ``disc``, ``optim``, ``loss``, ``compute_dtype``,
-``remat``, ``grad_accum``, ``eval`` (held-out paired folders), ``export``; the engine's fields
+Fields: ``model`` (where the networks come from), ``prompt`` (``tagger``: DAPE tags of each
+LR image through SD 2.1's text encoder, as ``train.py``; ``fixed``: one embedding for all),
+``disc``, ``optim``, ``loss``, ``compute_dtype``, ``remat``, ``grad_accum``, ``eval`` (held-out
+paired folders), ``export``; the engine's fields
 (``total_steps``, ``log``, ``checkpoint``, ``mesh``, ``sharding``, ``data``, ``eval.every_steps``)
 are set in :func:`engine_fields`.
 """

@@ -13,6 +13,32 @@ from PIL import Image
 from adcsr_jax.cli import main
 
 
+def _args(workdir: Path, *flags: str):
+    from adcsr_jax.cli import build_parser
+
+    return build_parser().parse_args(["demo", "--workdir", str(workdir), *flags])
+
+
+def test_steps_and_stage_overrides_of_each_mode(tmp_path):
+    from adcsr_jax.cli.demo import Demo, stage1_overrides, stage2_overrides
+
+    tiny = Demo(tmp_path, _args(tmp_path, "--stage2-steps", "7"), tmp_path)
+    assert tiny.steps() == ["vae", "stage1", "stage2", "evaluate", "infer", "export", "report"]
+    assert f"--config.model.sd_vae={tmp_path / 'vae'}" in stage1_overrides(tiny)
+    s2 = stage2_overrides(tiny)
+    assert f"--config.model.half_decoder={tmp_path / 'stage1' / 'halfDecoder.ckpt'}" in s2
+    assert "--config.total_steps=7" in s2 and tiny.pair_crop == 128
+    real = Demo(tmp_path, _args(tmp_path, "--sd21", "sd", "--osediff", "o.pkl", "--ram", "r.pth",
+                                "--half-decoder", "h.ckpt", "--crop", "128"), tmp_path)  # fmt: skip
+    assert real.steps() == ["stage2", "evaluate", "infer", "export", "report"]
+    s2 = stage2_overrides(real)
+    assert {"--config.model.sd21=sd", "--config.model.osediff=o.pkl", "--config.data.crop=128",
+            "--config.prompt.ram=r.pth", "--config.model.half_decoder=h.ckpt"} <= set(s2)  # fmt: skip
+    assert real.pair_crop == 512
+    released = Demo(tmp_path, _args(tmp_path, "--adcsr-weights", "w"), tmp_path)
+    assert released.steps() == ["evaluate", "infer", "export", "report"]
+
+
 def test_bad_flags_exit_2(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path), "--pair-crop", "100"]) == 2
     assert "--pair-crop must be a multiple of 64" in capsys.readouterr().err
@@ -20,6 +46,10 @@ def test_bad_flags_exit_2(tmp_path, capsys):
     missing = tmp_path / "nope.pkl"
     assert main(["demo", "--workdir", str(tmp_path), "--adcsr-weights", str(missing)]) == 2
     assert "nope.pkl" in capsys.readouterr().err
+    assert main(["demo", "--workdir", str(tmp_path), "--sd21", str(tmp_path)]) == 2
+    assert "also give --osediff" in capsys.readouterr().err
+    assert main(["demo", "--workdir", str(tmp_path), "--osediff", str(tmp_path)]) == 2
+    assert "also give --sd21" in capsys.readouterr().err
 
 
 def test_report_tables_and_side_by_side(tmp_path):
@@ -33,8 +63,7 @@ def test_report_tables_and_side_by_side(tmp_path):
     train = {"steps": 5, "seconds": 1.0, "first_logged_step": 1, "tensorboard": "tb",
              "checkpoints": "ck", "exported": ["x.ckpt"],
              "losses_first_last": {"loss/distill": [2.0, 1.5]}}  # fmt: skip
-    args = type("A", (), {"adcsr_weights": None, "pair_crop": None})()
-    demo = Demo(tmp_path, args, tmp_path)
+    demo = Demo(tmp_path, _args(tmp_path), tmp_path)
     demo.results = {
         "stage1": train, "stage2": train,
         "evaluate": {"lr_dir": str(ev / "pairs/lr"), "hr_dir": str(ev / "pairs/hr"),

@@ -14,7 +14,12 @@ bundled sample photos, in minutes on a CPU:
   7. DIR/report.md and DIR/side_by_side.png.
 
 With --adcsr-weights (a converted student folder, or AdcSR's net_params_*.pkl together with
---half-decoder), the released student replaces steps 1-3 and runs at full size.
+--half-decoder), the released student replaces steps 1-3 and runs at full size. With --sd21
+(SD 2.1-base in diffusers layout) and --osediff (the teacher), steps 2-3 train the full-size
+networks from those weights (configs/stage1.py:full and configs/stage2.py:full) on the sample
+photos at the --batch-size / --crop / --stage*-steps you pick; --half-decoder skips stage 1,
+--ram / --dape give the teacher DAPE's prompts (else one fixed embedding). Slow on a CPU: meant
+for a GPU or TPU machine.
 
 Each step writes DIR/<step>/done.json when it finishes, so running the same command again skips
 finished steps and resumes a training stage from its last checkpoint (after Ctrl-C, a kill or
@@ -38,18 +43,6 @@ from adcsr_jax.cli.common import EXIT_OK, CommandError, existing_path
 STEPS = ("vae", "stage1", "stage2", "evaluate", "infer", "export", "report")
 METRICS = ("psnr", "ssim", "lpips", "dists")
 DONE = "done.json"
-REAL_THING = """\
-The real thing: AdcSR's released student (weights from the AdcSR repository):
-
-    adcsr demo --workdir runs/adcsr --adcsr-weights net_params_200.pkl --half-decoder halfDecoder.ckpt
-
-Training it yourself (GPUs or a TPU pod; see the README's Train section):
-
-    adcsr train --config configs/stage1.py:full --workdir runs/stage1 --config.model.sd_vae=SD21/vae
-    adcsr train --config configs/stage2.py:full --workdir runs/stage2 --config.model.sd21=SD21 \\
-        --config.model.osediff=OSEDIFF --config.model.half_decoder=runs/stage1 \\
-        --config.prompt.ram=ram_swin_large_14m.pth --config.prompt.dape=DAPE.pth
-"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the released student instead of training: a converted folder (adcsr convert "
         "adcsr) or net_params_*.pkl (then also --half-decoder)",
     )
-    parser.add_argument("--half-decoder", metavar="FILE", help="halfDecoder.ckpt (with a .pkl)")
+    parser.add_argument(
+        "--half-decoder", metavar="FILE", help="halfDecoder.ckpt (with a .pkl, or to skip stage 1)"
+    )
+    real = parser.add_argument_group("training from the real weights (instead of tiny networks)")
+    real.add_argument("--sd21", metavar="DIR", help="SD 2.1-base, diffusers layout")
+    real.add_argument("--osediff", metavar="PATH", help="the teacher: osediff.pkl or converted")
+    real.add_argument("--ram", metavar="FILE", help="ram_swin_large_14m.pth (teacher prompts)")
+    real.add_argument("--dape", metavar="FILE", help="DAPE.pth (OSEDiff's LoRA for RAM)")
+    real.add_argument("--batch-size", type=int, default=2, help="global batch (default 2)")
+    real.add_argument("--crop", type=int, default=256, help="HR crop side (default 256)")
     parser.add_argument(
         "--stage1-steps", type=int, default=None, help="stage-1 steps (default: its tiny config)"
     )
@@ -89,6 +91,23 @@ class Demo:
     def released(self) -> bool:
         return bool(self.args.adcsr_weights)
 
+    @property
+    def real(self) -> bool:
+        """Training the full-size networks from --sd21 (not tiny random ones)."""
+        return bool(self.args.sd21) and not self.released
+
+    def steps(self) -> list[str]:
+        skip = {"vae", "stage1", "stage2"} if self.released else set()
+        if self.real:
+            skip |= {"vae"} | ({"stage1"} if self.args.half_decoder else set())
+        return [s for s in STEPS if s not in skip]
+
+    def half_decoder(self) -> Path:
+        """Stage 2's start: --half-decoder, else what stage 1 wrote."""
+        if self.args.half_decoder:
+            return Path(self.args.half_decoder)
+        return self.dir("stage1") / "halfDecoder.ckpt"
+
     def dir(self, step: str) -> Path:
         return self.workdir / step
 
@@ -98,7 +117,7 @@ class Demo:
 
     @property
     def pair_crop(self) -> int:
-        return self.args.pair_crop or (512 if self.released else 128)
+        return self.args.pair_crop or (128 if not (self.released or self.real) else 512)
 
     def student_dir(self) -> Path:
         """The trained student, or the released one (converted once into DIR/student)."""
@@ -139,7 +158,8 @@ def _train(demo: Demo, config_file: str, name: str, overrides: list[str]) -> dic
     from adcsr_jax.train import loop  # noqa: PLC0415
     from adcsr_jax.train.config import load_config  # noqa: PLC0415
 
-    config = load_config(f"{demo.configs / config_file}:tiny", overrides)
+    variant = "full" if demo.real else "tiny"
+    config = load_config(f"{demo.configs / config_file}:{variant}", overrides)
     result = loop.train(config, demo.dir(name))
     if result.stopped != "done":
         raise KeyboardInterrupt(f"{name} stopped at step {result.step} ({result.stopped})")
@@ -171,27 +191,63 @@ def step_vae(demo: Demo) -> dict[str, Any]:
     return {"folder": str(folder), "block_out_channels": list(vae.block_out_channels)}
 
 
-def step_stage1(demo: Demo) -> dict[str, Any]:
+def _real_overrides(demo: Demo, steps: int | None) -> list[str]:
+    """The full configs on the sample photos at the user's batch, crop and steps (no eval
+    during training: the demo evaluates after)."""
+    a = demo.args
+    every = max(1, (steps or 1000) // 4)
+    return [
+        "--config.data.source=sample:train",
+        f"--config.data.batch_size={a.batch_size}",
+        f"--config.data.crop={a.crop}",
+        f"--config.total_steps={steps or 1000}",
+        f"--config.checkpoint.every_steps={every}",
+        "--config.log.every_steps=10",
+        "--config.eval.every_steps=0",
+        "--config.mesh.fsdp=1",
+    ]
+
+
+def stage1_overrides(demo: Demo) -> list[str]:
+    a = demo.args
+    if demo.real:
+        vae = f"--config.model.sd_vae={Path(a.sd21) / 'vae'}"
+        return [*_real_overrides(demo, a.stage1_steps), vae, "--config.optim.micro_batches=1"]
     overrides = [
         f"--config.model.sd_vae={demo.dir('vae')}",
         "--config.data.source=sample:train",  # the held-out photos stay out of training
         "--config.log.tensorboard=True",
     ]
-    if demo.args.stage1_steps:
-        overrides.append(f"--config.total_steps={demo.args.stage1_steps}")
-    return _train(demo, "stage1.py", "stage1", overrides)
+    if a.stage1_steps:
+        overrides.append(f"--config.total_steps={a.stage1_steps}")
+    return overrides
 
 
-def step_stage2(demo: Demo) -> dict[str, Any]:
-    overrides = [
-        f"--config.model.sd_vae={demo.dir('vae')}",
-        f"--config.model.half_decoder={demo.dir('stage1') / 'halfDecoder.ckpt'}",
+def stage2_overrides(demo: Demo) -> list[str]:
+    a = demo.args
+    common = [
+        f"--config.model.half_decoder={demo.half_decoder()}",
         "--config.eval.every_steps=0",  # the demo evaluates next, on larger held-out pairs
         "--config.eval.at_end=False",
     ]
-    if demo.args.stage2_steps:
-        overrides.append(f"--config.total_steps={demo.args.stage2_steps}")
-    return _train(demo, "stage2.py", "stage2", overrides)
+    if demo.real:
+        prompt = ["--config.prompt.source=fixed"]
+        if a.ram:
+            prompt = [f"--config.prompt.ram={a.ram}"] + ([f"--config.prompt.dape={a.dape}"] if a.dape else [])  # fmt: skip
+        return [*_real_overrides(demo, a.stage2_steps), *common, *prompt,
+                f"--config.model.sd21={a.sd21}", f"--config.model.osediff={a.osediff}"]  # fmt: skip
+    overrides = [f"--config.model.sd_vae={demo.dir('vae')}", *common]
+    if a.stage2_steps:
+        overrides.append(f"--config.total_steps={a.stage2_steps}")
+    return overrides
+
+
+def step_stage1(demo: Demo) -> dict[str, Any]:
+    return _train(demo, "stage1.py", "stage1", stage1_overrides(demo))
+
+
+def step_stage2(demo: Demo) -> dict[str, Any]:
+    return _train(demo, "stage2.py", "stage2", stage2_overrides(demo))
 
 
 def _upscaler(demo: Demo, **options: Any) -> Any:
@@ -237,8 +293,8 @@ def step_infer(demo: Demo) -> dict[str, Any]:
     hr = sample_images()[name][..., :3].astype(np.float32) / 255.0
     h, w = (hr.shape[0] // 4) * 4, (hr.shape[1] // 4) * 4
     lr = np.clip(np.asarray(bicubic_resize(hr[None, :h, :w], scale=0.25)), 0.0, 1.0)
-    tile = 48 if not demo.released else 128
-    overlap = 16 if not demo.released else 32
+    small = not (demo.released or demo.real)
+    tile, overlap = (48, 16) if small else (128, 32)
     start = time.perf_counter()
     sr = _upscaler(demo, tile=tile, overlap=overlap)(lr)[0]
     seconds = time.perf_counter() - start
@@ -336,11 +392,24 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"--{flag.replace('_', '-')} must be positive, got {value}")
     if args.pair_crop and args.pair_crop % 64:
         raise CommandError(f"--pair-crop must be a multiple of 64, got {args.pair_crop}")
+    if args.sd21 and not args.adcsr_weights:
+        existing_path(args.sd21, "--sd21")
+        if not args.osediff:
+            raise CommandError("--sd21 trains stage 2, which distils OSEDiff: also give --osediff")
+        existing_path(args.osediff, "--osediff")
+        for flag in ("ram", "dape", "half_decoder"):
+            if getattr(args, flag):
+                existing_path(getattr(args, flag), f"--{flag.replace('_', '-')}")
+        if args.crop % 64 or args.batch_size <= 0:
+            raise CommandError(f"--crop must be a multiple of 64 and --batch-size positive, got "
+                               f"{args.crop} and {args.batch_size}")  # fmt: skip
+    elif args.osediff or args.ram or args.dape:
+        raise CommandError("--osediff / --ram / --dape train from real weights: also give --sd21")
     demo = Demo(Path(args.workdir), args, _repo_configs())
     demo.workdir.mkdir(parents=True, exist_ok=True)
     configure_logging()
     use_compile_cache(None)
-    steps = [s for s in STEPS if not (demo.released and s in ("vae", "stage1", "stage2"))]
+    steps = demo.steps()
     start = time.perf_counter()
     for i, name in enumerate(steps, 1):
         done = demo.dir(name) / DONE

@@ -323,9 +323,9 @@ class TorchRAM(nn.Module):
         return self.fc(self.tagging_head(label, emb)).squeeze(-1)
 
 
-def _reference(seed: int = 0) -> TorchRAM:
+def _reference(seed: int = 0, cfg: TaggerConfig = TINY) -> TorchRAM:
     torch.manual_seed(seed)
-    model = TorchRAM(TINY).eval()
+    model = TorchRAM(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "LayerNorm" in name or "norm" in name:
@@ -579,3 +579,21 @@ def test_tag_tokens_on_device_equal_host_tokenizer(user_prompt) -> None:
     if user_prompt is not None:
         texts = [osediff_prompt(t, user_prompt) for t in texts]
     np.testing.assert_array_equal(got, tokenize(texts))
+
+
+@pytest.mark.slow
+def test_full_size_ram_swin_l_with_dape_matches_torch(tmp_path: Path) -> None:
+    """RAM's real sizes (Swin-L 384, window 12, 4585 classes, the vendored tag files): the
+    config read from the checkpoint, logits within 1e-3 of torch's (random weights)."""
+    cfg = TaggerConfig()
+    model = _reference(seed=4, cfg=cfg)
+    ram_path, dape_path = _write_checkpoints(model, tmp_path)
+    images = np.random.default_rng(5).random((1, 96, 128, 3), np.float32)  # an LR, upsampled
+    want = _torch_logits(model, images, True, size=cfg.image_size)
+    del model
+    tagger = load_tagger(ram_path, dape_path)
+    assert tagger.module.config == cfg and len(tagger.tag_list) == cfg.num_classes
+    got = np.asarray(tagger.logits(images))
+    scale = max(1.0, float(np.abs(want).max()))
+    assert np.abs(got - want).max() < 1e-3 * scale, (np.abs(got - want).max(), scale)
+    assert len(tagger.tags(images)) == 1
