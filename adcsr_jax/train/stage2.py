@@ -477,7 +477,7 @@ def eval_dirs(ev: Any) -> tuple[Path, Path]:
 
 
 def _pairs(lr_dir: Path, hr_dir: Path, limit: int) -> list[tuple[Path, Path]]:
-    from adcsr_jax.eval.images import list_images
+    from adcsr_jax.image_io import list_images
 
     hr = {p.stem: p for p in list_images(hr_dir)}
     lr = list_images(lr_dir)
