@@ -27,6 +27,7 @@ from adcsr_jax.models.adcsr import AdcSRConfig, random_params
 from adcsr_jax.models.osediff import OSEDiffConfig
 from adcsr_jax.models.unet import UNetConfig
 from adcsr_jax.models.vae import VAEConfig
+from adcsr_jax.weights.half_decoder import resolve_half_decoder_file
 from adcsr_jax.weights.mapping import params_to_torch
 from adcsr_jax.weights.networks import (
     decoder_params_from_torch,
@@ -188,6 +189,7 @@ def load_stage2_weights(
     from adcsr_jax.weights.adcsr_ckpt import read_half_decoder
     from adcsr_jax.weights.osediff_ckpt import convert_osediff, read_sd21
 
+    half_decoder = resolve_half_decoder_file(half_decoder)  # a file or a stage-1 workdir
     unet_cfg, unet_sd, vae_cfg, vae_sd = read_sd21(sd21)
     half_sd = read_half_decoder(half_decoder)
     from adcsr_jax.weights.osediff_ckpt import _half_decoder_config
