@@ -20,7 +20,7 @@ from tests.train.subprocess_env import REPO, train_env
 
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
-pytestmark = pytest.mark.slow  # three tiny stage-1 runs: about 5 min on 2 cores
+pytestmark = pytest.mark.slow  # three tiny stage-1 runs (about 320 steps): 10 min on a busy 2-core CPU
 
 CONFIG = REPO / "configs" / "stage1.py"
 KILL_AFTER_CKPT = 50  # tiny: checkpoints every 50 steps, D from step 100, evals at 100 and 200
