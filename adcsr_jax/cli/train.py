@@ -59,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
     from adcsr_jax.train import distributed, loop  # noqa: PLC0415 - keeps `adcsr --help` light
     from adcsr_jax.train.config import load_config  # noqa: PLC0415
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # force: importing the loop's dependencies already gave the root logger a WARNING-level
+    # handler, which hid the loop's own INFO lines (mesh, resumed from step N, exports).
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
+    )
     absl_logging.set_verbosity(absl_logging.INFO)  # ReportProgress's ETA, the metric lines
     logging.getLogger("absl").addFilter(_quiet_orbax)
     config = load_config(args.config, getattr(args, "extra", []))
