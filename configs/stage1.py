@@ -7,14 +7,24 @@ Command::
         --config.data.source=/data/openimages --config.model.sd_vae=stable-diffusion-2-1-base
 
 Outputs: ``<workdir>/half_decoder/`` (our converted folder, kind ``decoder``) and
-``<workdir>/halfDecoder.ckpt`` (AdcSR ``train.py`` / ``test.py`` load it strictly); the stage-2
-config takes either (``weights.half_decoder.load_half_decoder``).
+``<workdir>/halfDecoder.ckpt`` (AdcSR ``train.py`` / ``test.py`` load it strictly). Stage 2
+takes the workdir itself or that file: ``--config.model.half_decoder=/tmp/stage1_tiny``
+(``weights.half_decoder.resolve_half_decoder_file``; a run stopped early exports with
+``--export-only``).
 
 ``tiny``: random SD-VAE-shaped networks (SD widths 64/64/128/128, half decoder 32/32/64/64 =
 ``AdcSRConfig.tiny``'s decoder), random LPIPS-VGG weights, 32 px crops of the bundled sample
-photos (``adcsr_jax.data.sample_set``), batch 4, 200 steps, D from step 100. A smoke run: on this
-2-core CPU a few minutes, about 2 GB RAM; the reconstruction loss falls. Its validation images
-(chelsea, coffee: centre crops) are also among the training photos.
+photos (``adcsr_jax.data.sample_set``), batch 4, 200 steps, D from step 100, checkpoints every
+50, validation (PSNR/LPIPS of half vs SD decoder on 64 px centre crops, grid) at 100 and 200. Its
+validation images (chelsea, coffee) are also among the training photos. Measured from a fresh
+workdir on this 2-core CPU (``/usr/bin/time -v python -m adcsr_jax train --config
+configs/stage1.py:tiny --workdir DIR``): first step after about 20 s (imports, init, compile
+of the step: XLA reports 13.5 GFLOP per step), then 1.4-1.6 steps/s alone on the machine (0.5
+with two other jobs running: 6 min 40 s wall for the whole run), so about 2.5-3 min in all
+unloaded; peak RSS 2.2 GB. ``loss/rec`` falls from 0.70 (steps 1-10) to 0.48 (step 100) and
+stays near it once D starts (0.46-0.52 over steps 110-200); at step 200 val PSNR (Y) of the half
+decoder 13.9 dB vs 10.9 dB for the random SD decoder, LPIPS 0.066 vs 0.097 (random networks: the
+figures only show the path works). Compile does not dominate, so nothing was shrunk.
 
 ``full`` (each number with its source; "no source" where the authors published none):
 

@@ -26,7 +26,7 @@ Variants:
 * ``full``: the paper: global batch 96 (AdcSR: 8 GPUs x 12), 512 HR crops (128 LR), 200k steps,
   Adam 1e-4 halved at 100k (``train.py``'s MultiStepLR at epoch 100 of 200), D Adam 1e-6,
   lambda_adv 1. Needs SD 2.1-base (diffusers folder), the OSEDiff teacher (converted folder or
-  ``osediff.pkl``), the stage-1 ``halfDecoder.ckpt`` and an LSDIR-style HR folder. Hardware: the
+  ``osediff.pkl``), stage 1's half decoder and an LSDIR-style HR folder. Hardware: the
   paper trained on 8 GPUs (``train.py``: DDP, batch 12 each); on TPU pods / GPU clusters use bf16
   (``--config.compute_dtype=bfloat16``), ``remat`` and ``grad_accum`` as memory needs. Memory:
   ~7.5 GB of frozen fp32 weights (teacher UNet 3.5 + D base 3.5 + the two VAE parts 0.5), about
@@ -36,6 +36,11 @@ Variants:
   (no GPU time for 200k steps). The prompts come from DAPE and SD 2.1's text encoder
   (``config.prompt.ram`` / ``dape``; the text encoder defaults to
   ``<model.sd21>/text_encoder``), computed per LR image inside the step.
+
+``model.half_decoder``: a ``halfDecoder.ckpt`` (AdcSR's layout or latent-diffusion's) or a
+stage-1 workdir (``configs/stage1.py``), which resolves to the ``halfDecoder.ckpt`` stage 1
+exported there (``adcsr_jax.weights.half_decoder.resolve_half_decoder_file``; an error names the
+file looked for and what the folder holds).
 
 Fields: ``model`` (where the networks come from), ``prompt`` (``tagger``: DAPE tags of each
 LR image through SD 2.1's text encoder, as ``train.py``; ``fixed``: one embedding for all),

@@ -3,7 +3,8 @@
 Full-size networks with random weights: SD 2.1 VAE encoder (128/256/512/512), the half decoder
 (64/128/256/256) pruned from SD's, taming's PatchGAN (3 layers, 64 filters), LPIPS-VGG; batch 1,
 256 x 256 crops, fp32, disc_start 0 (the whole GAN path). The torch step is the test's reference
-(``tests/train/test_stage1.py``: latent-diffusion's formulas, diffusers and taming modules).
+(``adcsr_jax.testing.torch_stage1.TorchStage1``: latent-diffusion's formulas, diffusers and
+taming modules).
 Each implementation runs in its own subprocess, alternating ``--repeats`` times, so the peak RSS
 (``ru_maxrss``) is its own; s/step is the median over ``--steps`` steps after one warm-up step
 (the compile, reported separately for Flax).
@@ -84,31 +85,20 @@ def run_flax(args) -> dict:
 
 
 def run_torch(args) -> dict:
-    import diffusers
     import torch
     from taming.modules.discriminator.model import NLayerDiscriminator, weights_init
 
+    from adcsr_jax.testing.torch_stage1 import TorchStage1, adcsr_torch_decoder, sd_autoencoder
     from adcsr_jax.train import stage1
-    from tests.train.test_stage1 import TorchStage1
-    from tests.weights.test_half_decoder import adcsr_torch_decoder
 
     torch.set_num_threads(os.cpu_count() or 1)
     c = config(args.crop, args.batch)
-    ref = TorchStage1.__new__(TorchStage1)  # the test's step, weights drawn by torch
-    ref.vae = diffusers.AutoencoderKL(
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4,
-    ).eval()  # fmt: skip
-    ref.vae.decoder = None  # stage 1 never runs SD's decoder
-    ref.vae.requires_grad_(False)
-    ref.decoder = adcsr_torch_decoder((64, 128, 256, 256))
-    ref.disc = NLayerDiscriminator(3, 64, 3).apply(weights_init).train()
-    ref.logvar = torch.nn.Parameter(torch.zeros(()))
-    ref.lpips = stage1.random_lpips_vgg(0)
-    lr = stage1.learning_rate(c)
-    ref.opt_g = torch.optim.Adam(list(ref.decoder.parameters()), lr=lr, betas=(0.5, 0.9))
-    ref.opt_d = torch.optim.Adam(ref.disc.parameters(), lr=lr, betas=(0.5, 0.9))
-    ref.loss = c.loss
+    vae = sd_autoencoder((128, 256, 512, 512))  # weights drawn by torch
+    vae.decoder = None  # stage 1 never runs SD's decoder
+    vae.requires_grad_(False)
+    disc = NLayerDiscriminator(3, 64, 3).apply(weights_init)
+    ref = TorchStage1(vae, adcsr_torch_decoder((64, 128, 256, 256)), disc,
+                      stage1.random_lpips_vgg(0), c.loss, stage1.learning_rate(c))  # fmt: skip
     gt = batch_array(args.crop, args.batch)
     times = []
     for i in range(args.steps + 1):

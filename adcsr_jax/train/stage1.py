@@ -503,14 +503,14 @@ def resolve_image_dir(spec: str) -> Path:
 
 def load_eval_images(folder: Path, count: int, crop: int) -> np.ndarray:
     """The first ``count`` images, centre-cropped (reflect-padded if smaller) to ``crop``."""
-    from adcsr_jax.eval.images import list_images, load_image  # noqa: PLC0415
+    from adcsr_jax.image_io import list_images, read_image  # noqa: PLC0415
 
     paths = list_images(folder)[:count]
     if not paths:
         raise FileNotFoundError(f"validation folder {folder} holds no images")
     out = []
     for p in paths:
-        img = load_image(p)
+        img = read_image(p)
         h, w = img.shape[:2]
         if h < crop or w < crop:
             img = np.pad(img, ((0, max(0, crop - h)), (0, max(0, crop - w)), (0, 0)), "reflect")

@@ -18,6 +18,8 @@
 
 :func:`read_half_decoder_state_dict` accepts both, :func:`load_half_decoder` also our converted
 folder (kind ``decoder``); a mismatch names every missing, unexpected and misshapen key.
+:func:`resolve_half_decoder_file` turns a stage-1 workdir into the ``halfDecoder.ckpt`` stage 1
+exported there (what stage 2's ``model.half_decoder`` reads).
 """
 
 from __future__ import annotations
@@ -42,6 +44,36 @@ CKPT_NAME = "halfDecoder.ckpt"
 LDM_MARKERS = ("up.", "mid.", "norm_out.")
 _LDM_RESNET = {"nin_shortcut": "conv_shortcut"}
 _LDM_ATTN = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
+
+
+def resolve_half_decoder_file(path: str | Path) -> Path:
+    """A ``halfDecoder.ckpt`` file as it is, or a stage-1 workdir -> ``<workdir>/halfDecoder.ckpt``
+    (``adcsr_jax.train.stage1`` exports it there at the end of a run or with ``--export-only``).
+
+    :class:`CheckpointReadError` names what was looked for and what the folder holds.
+    """
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointReadError(
+            f"half decoder {path}: no such file or folder (expected a {CKPT_NAME} or a stage-1 "
+            f"workdir holding one)"
+        )
+    ckpt = path / CKPT_NAME
+    if ckpt.is_file():
+        return ckpt
+    found = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    hint = ""
+    if (path / "checkpoints").is_dir():
+        hint = (
+            f"; it has checkpoints/ but no export yet: run `adcsr train --config "
+            f"configs/stage1.py:VARIANT --workdir {path} --export-only` to write {CKPT_NAME}"
+        )
+    raise CheckpointReadError(
+        f"half decoder: the folder {path} has no {ckpt.name} (looked for {ckpt}; a stage-1 "
+        f"workdir holds it after the run); it holds: {', '.join(found) or 'nothing'}{hint}"
+    )
 
 
 def half_decoder_config(

@@ -27,6 +27,7 @@ from adcsr_jax.models.adcsr import AdcSRConfig, random_params
 from adcsr_jax.models.osediff import OSEDiffConfig
 from adcsr_jax.models.unet import UNetConfig
 from adcsr_jax.models.vae import VAEConfig
+from adcsr_jax.weights.half_decoder import resolve_half_decoder_file
 from adcsr_jax.weights.mapping import params_to_torch
 from adcsr_jax.weights.networks import (
     decoder_params_from_torch,
@@ -117,10 +118,12 @@ def _assemble(
 
 
 def read_half(path: str | Path) -> tuple[VAEConfig, dict[str, Any]]:
-    """(config, Flax params) of a ``halfDecoder.ckpt`` (either layout; widths from its keys)."""
+    """(config, Flax params) of a ``halfDecoder.ckpt`` (either layout; widths from its keys) or
+    of the one a stage-1 workdir holds."""
     from adcsr_jax.weights.adcsr_ckpt import read_half_decoder
     from adcsr_jax.weights.osediff_ckpt import _half_decoder_config
 
+    path = resolve_half_decoder_file(path)
     half_sd = read_half_decoder(path)
     cfg = _half_decoder_config(half_sd)
     return cfg, decoder_params_from_torch(half_sd, cfg, source=str(path))
@@ -211,6 +214,7 @@ def load_stage2_weights(
     """
     from adcsr_jax.weights.osediff_ckpt import convert_osediff, read_sd21
 
+    half_decoder = resolve_half_decoder_file(half_decoder)  # a file or a stage-1 workdir
     unet_cfg, unet_sd, vae_cfg, vae_sd = read_sd21(sd21)
     half_cfg, half = read_half(half_decoder)
     osediff = Path(osediff)

@@ -7,7 +7,6 @@ NaN/inf guard, an 8-device checkpoint restored on 4 devices (past a half-written
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from adcsr_jax.train import loop
 from adcsr_jax.train.checkpoint import Checkpoints
 from adcsr_jax.train.config import load_config
 from tests.train import toy_stage
+from tests.train.subprocess_env import train_env
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
@@ -54,14 +54,7 @@ def _losses(workdir: Path) -> dict[int, float]:
     return {r["step"]: r["loss/mse"] for r in loop.read_metrics(workdir) if "loss/mse" in r}
 
 
-def _env(devices: int, cache: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+_env = train_env
 
 
 def _driver(workdir: Path, variant: str, images: Path, cache: Path, devices: int, *extra: str):

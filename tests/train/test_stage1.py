@@ -1,12 +1,8 @@
 """Stage 1 (half-decoder pretraining) against a torch step built from latent-diffusion's formulas.
 
-The torch reference: diffusers ``AutoencoderKL`` (frozen encoder, quant_conv, post_quant_conv) and
-``Decoder`` (the half decoder, built as AdcSR's ``train.py`` builds it), taming's
-``NLayerDiscriminator``, LPIPS-VGG written out in torch (``adcsr_jax/testing/torch_metrics.py``), and
-``LPIPSWithDiscriminator.forward`` / ``calculate_adaptive_weight`` / ``hinge_d_loss`` /
-``adopt_weight`` of latent-diffusion and taming written out below, run in the order of
-latent-diffusion's ``AutoencoderKL.training_step`` under Lightning (G update, then D on the same
-batch with the updated decoder). Same random weights, same batch, fp32.
+The torch reference is :class:`adcsr_jax.testing.torch_stage1.TorchStage1` (diffusers VAE and
+half ``Decoder``, taming's ``NLayerDiscriminator``, ldm's ``LPIPSWithDiscriminator`` written out,
+Lightning's G-then-D order). Same random weights, same batch, fp32.
 """
 
 from __future__ import annotations
@@ -24,9 +20,9 @@ from adcsr_jax.train import stage1
 from adcsr_jax.weights.mapping import params_to_torch
 
 torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
-taming_d = pytest.importorskip("taming.modules.discriminator.model")
-from adcsr_jax.testing.torch_metrics import _torch_vgg  # noqa: E402
+pytest.importorskip("diffusers")
+pytest.importorskip("taming.modules.discriminator.model")
+from adcsr_jax.testing.torch_stage1 import TorchStage1, t  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 RTOL = 1e-5
@@ -49,138 +45,6 @@ def small_config(**loss):
     for k, v in loss.items():
         c.loss[k] = v
     return c
-
-
-# ----------------------------------------------------------------------------- torch reference
-def t(a) -> torch.Tensor:
-    return torch.from_numpy(np.array(a, np.float32))
-
-
-def torch_lpips(params, x0, x1):
-    """taming ``LPIPS`` (VGG, v0.1) on NCHW tensors in [-1, 1], shape (B, 1, 1, 1)."""
-    shift = torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None]
-    scale = torch.tensor([0.458, 0.448, 0.450])[None, :, None, None]
-    f0, f1 = _torch_vgg(params, (x0 - shift) / scale), _torch_vgg(params, (x1 - shift) / scale)
-    total = 0
-    for i, (a, b) in enumerate(zip(f0, f1)):
-        a = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-        b = b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-        lin = t(params[f"lin{i}"]).view(1, -1, 1, 1)
-        total = total + torch.nn.functional.conv2d((a - b) ** 2, lin).mean([2, 3], keepdim=True)
-    return total
-
-
-def adopt_weight(weight, global_step, threshold=0, value=0.0):
-    if global_step < threshold:
-        weight = value
-    return weight
-
-
-def hinge_d_loss(logits_real, logits_fake):
-    loss_real = torch.mean(torch.nn.functional.relu(1.0 - logits_real))
-    loss_fake = torch.mean(torch.nn.functional.relu(1.0 + logits_fake))
-    return 0.5 * (loss_real + loss_fake)
-
-
-class TorchStage1:
-    """latent-diffusion's AutoencoderKL + LPIPSWithDiscriminator with a frozen encoder."""
-
-    def __init__(self, config, state, nets):
-        sd, half = nets.sd, nets.half
-        tr, fr = state["train"], state["frozen"]
-        self.vae = diffusers.AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4,
-            down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-            block_out_channels=list(sd.block_out_channels), layers_per_block=sd.layers_per_block,
-            norm_num_groups=sd.norm_num_groups,
-        ).eval()  # fmt: skip
-        frozen = {"encoder": fr["sd_encoder"], "quant_conv": fr["sd_quant"],
-                  "post_quant_conv": fr["post_quant_conv"]}  # fmt: skip
-        missing, unexpected = self.vae.load_state_dict(
-            {k: t(v) for k, v in params_to_torch(frozen).items()}, strict=False
-        )
-        assert not unexpected and all(k.startswith("decoder.") for k in missing)
-        from diffusers.models.autoencoders.vae import Decoder
-
-        self.decoder = Decoder(
-            in_channels=4, out_channels=3, up_block_types=["UpDecoderBlock2D"] * 4,
-            block_out_channels=list(half.block_out_channels), layers_per_block=2,
-            norm_num_groups=32, act_fn="silu", norm_type="group", mid_block_add_attention=True,
-        )  # fmt: skip
-        self.decoder.load_state_dict(
-            {k: t(v) for k, v in params_to_torch(tr["decoder"]).items()}, strict=True
-        )
-        loss = config.loss
-        self.disc = taming_d.NLayerDiscriminator(3, loss.disc_ndf, loss.disc_num_layers)
-        disc_sd = {k: t(v) for k, v in params_to_torch(tr["disc"]).items()}
-        for name, st in tr["disc_batch_stats"].items():
-            key = name.replace("main_", "main.")
-            disc_sd[f"{key}.running_mean"] = t(st["mean"])
-            disc_sd[f"{key}.running_var"] = t(st["var"])
-        missing, unexpected = self.disc.load_state_dict(disc_sd, strict=False)
-        assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
-        self.disc.train()
-        self.logvar = torch.nn.Parameter(torch.tensor(float(loss.logvar_init)))
-        self.lpips = {k: np.asarray(v) for k, v in fr["lpips"].items()}
-        lr = stage1.learning_rate(config)
-        params = list(self.decoder.parameters()) + [self.logvar]
-        self.opt_g = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.9))
-        self.loss = loss
-
-    def latents(self, gt: np.ndarray) -> torch.Tensor:
-        x = t(gt).permute(0, 3, 1, 2) * 2 - 1
-        with torch.no_grad():
-            return self.vae.post_quant_conv(self.vae.encode(x).latent_dist.mean)
-
-    def g_step(self, gt: np.ndarray, global_step: int, z: torch.Tensor) -> dict[str, float]:
-        """ldm ``optimizer_idx=0`` on one batch; ``z`` = the frozen encoder's latents."""
-        c = self.loss
-        x = t(gt).permute(0, 3, 1, 2) * 2 - 1
-        self.disc.requires_grad_(False)  # Lightning's toggle_optimizer
-        x_hat = self.decoder(z)
-        rec_loss = torch.abs(x - x_hat)
-        p_loss = torch_lpips(self.lpips, x, x_hat)
-        rec_loss = rec_loss + c.perceptual_weight * p_loss
-        nll_loss = rec_loss / torch.exp(self.logvar) + self.logvar
-        nll_loss = torch.sum(nll_loss) / nll_loss.shape[0]
-        logits_fake = self.disc(x_hat)
-        g_loss = -torch.mean(logits_fake)
-        last = self.decoder.conv_out.weight
-        nll_grads = torch.autograd.grad(nll_loss, last, retain_graph=True)[0]
-        g_grads = torch.autograd.grad(g_loss, last, retain_graph=True)[0]
-        d_weight = torch.norm(nll_grads) / (torch.norm(g_grads) + 1e-4)
-        d_weight = torch.clamp(d_weight, 0.0, 1e4).detach() * c.disc_weight
-        disc_factor = adopt_weight(c.disc_factor, global_step, threshold=c.disc_start)
-        loss = nll_loss + d_weight * disc_factor * g_loss
-        self.opt_g.zero_grad()
-        loss.backward()
-        self.opt_g.step()
-        self.disc.requires_grad_(True)
-        return {
-            "loss/nll": nll_loss.item(), "loss/rec": rec_loss.mean().item(),
-            "loss/lpips": p_loss.mean().item(), "loss/g": g_loss.item(),
-            "adaptive_weight": d_weight.item(), "loss/total": loss.item(),
-            "disc_factor": float(disc_factor),
-        }  # fmt: skip
-
-    def d_step(self, gt: np.ndarray, global_step: int, z: torch.Tensor) -> dict[str, float]:
-        """ldm ``optimizer_idx=1``: the reconstruction comes from the (updated) decoder."""
-        c = self.loss
-        x = t(gt).permute(0, 3, 1, 2) * 2 - 1
-        with torch.no_grad():
-            x_hat = self.decoder(z)
-        disc_factor = adopt_weight(c.disc_factor, global_step, threshold=c.disc_start)
-        logits_real = self.disc(x.detach())
-        logits_fake = self.disc(x_hat.detach())
-        d_loss = disc_factor * hinge_d_loss(logits_real, logits_fake)
-        self.opt_d.zero_grad()
-        d_loss.backward()
-        self.opt_d.step()
-        return {
-            "loss/d": d_loss.item(), "d/logits_real": logits_real.mean().item(),
-            "d/logits_fake": logits_fake.mean().item(),
-        }  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- tests
@@ -233,7 +97,7 @@ def test_step_matches_latent_diffusion_torch(built, global_step) -> None:
     logvar, discriminator and D's running statistics."""
     config, nets, stage, state0 = built
     gt = batches(1)[0]
-    ref = TorchStage1(config, state0, nets)
+    ref = TorchStage1.from_state(config, state0, nets)
     z_ref = ref.latents(gt)
     state = jax.tree.map(jnp.asarray, state0)
     state["train"]["step"] = jnp.asarray(global_step, jnp.int32)
@@ -320,8 +184,8 @@ def test_prune_init_is_the_leading_half_of_sd(built) -> None:
 def test_export_writes_both_layouts(built, tmp_path) -> None:
     """``export``: our folder (kind ``decoder``) and a halfDecoder.ckpt that AdcSR's train.py
     loads strictly, both holding the trained decoder."""
+    from adcsr_jax.testing.torch_stage1 import load_like_train_py, torch_out
     from adcsr_jax.weights.half_decoder import load_half_decoder
-    from tests.weights.test_half_decoder import load_like_train_py, torch_out
 
     _, nets, stage, state = built
     folder, ckpt = stage.export(state, tmp_path)

@@ -15,51 +15,19 @@ from adcsr_jax.weights.networks import decoder_params_from_torch
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
-from diffusers.models.autoencoders.vae import Decoder as TorchDecoder  # noqa: E402
+from adcsr_jax.testing.torch_stage1 import (  # noqa: E402
+    adcsr_torch_decoder,
+    load_like_train_py,
+    randomise,
+    torch_out,
+)
 
 SD_TINY = VAEConfig(block_out_channels=(64, 64, 128, 128))
 HALF_TINY = hd.half_decoder_config(SD_TINY)
 
 
-def adcsr_torch_decoder(widths) -> torch.nn.Module:
-    """The half decoder exactly as AdcSR's ``train.py`` builds it (widths aside)."""
-    return TorchDecoder(
-        in_channels=4, out_channels=3, up_block_types=["UpDecoderBlock2D" for _ in range(4)],
-        block_out_channels=list(widths), layers_per_block=2, norm_num_groups=32, act_fn="silu",
-        norm_type="group", mid_block_add_attention=True,
-    )  # fmt: skip
-
-
-def load_like_train_py(path) -> torch.nn.Module:
-    """AdcSR ``train.py`` lines 76-91, verbatim logic: strict load of the 'decoder' entries."""
-    ckpt_halfdecoder = torch.load(path, weights_only=False)
-    decoder_ckpt = {}
-    for k, v in ckpt_halfdecoder["state_dict"].items():
-        if "decoder" in k:
-            decoder_ckpt[k.replace("decoder.", "")] = v
-    widths = [decoder_ckpt[f"up_blocks.{i}.resnets.0.conv1.weight"].shape[0] for i in range(4)]
-    decoder = adcsr_torch_decoder(tuple(reversed(widths)))
-    decoder.load_state_dict(decoder_ckpt, strict=True)
-    return decoder
-
-
-def randomise(module: torch.nn.Module, seed: int) -> None:
-    """Non-trivial norm affines and biases (torch inits them to 1 / 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.ndim == 1:
-                p.copy_(p + 0.05 * torch.randn(p.shape, generator=g))
-
-
 def flax_out(config: VAEConfig, params, z: np.ndarray) -> np.ndarray:
     return np.asarray(Decoder(config).apply({"params": params}, jnp.asarray(z)))
-
-
-def torch_out(module, z: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        out = module(torch.from_numpy(z).permute(0, 3, 1, 2))
-    return out.permute(0, 2, 3, 1).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +128,35 @@ def test_no_decoder_entries_is_a_clear_error(tmp_path) -> None:
     torch.save({"state_dict": {"encoder.w": torch.zeros(1)}}, path)
     with pytest.raises(Exception, match="no entry name contains 'decoder'"):
         hd.load_half_decoder(path)
+
+
+def test_stage2_takes_a_file_or_a_stage1_workdir(sd_decoder_sd, tmp_path) -> None:
+    """``model.half_decoder`` of stage 2: a halfDecoder.ckpt as it is, or a stage-1 workdir
+    resolved to the halfDecoder.ckpt stage 1 exports there; otherwise a clear error naming both
+    what was looked for and what the folder holds."""
+    from adcsr_jax.weights.errors import CheckpointReadError
+    from adcsr_jax.weights.stage2_weights import load_stage2_weights
+
+    params = hd.prune_decoder_params(decoder_params_from_torch(sd_decoder_sd, SD_TINY), HALF_TINY)
+    workdir = tmp_path / "stage1_run"
+    (workdir / "checkpoints").mkdir(parents=True)
+    (workdir / "metrics.jsonl").write_text("")
+    with pytest.raises(CheckpointReadError) as err:
+        hd.resolve_half_decoder_file(workdir)
+    text = str(err.value)
+    assert str(workdir / hd.CKPT_NAME) in text  # what was looked for
+    assert "checkpoints/" in text and "metrics.jsonl" in text  # what exists
+    assert "--export-only" in text
+    with pytest.raises(CheckpointReadError, match="no such file or folder"):
+        hd.resolve_half_decoder_file(tmp_path / "absent")
+    # stage 2 resolves before reading anything else
+    with pytest.raises(CheckpointReadError, match="metrics.jsonl"):
+        load_stage2_weights(tmp_path / "no_sd21", tmp_path / "no_osediff", workdir)
+    ckpt = hd.write_half_decoder_ckpt(workdir / hd.CKPT_NAME, params)
+    assert hd.resolve_half_decoder_file(workdir) == ckpt
+    assert hd.resolve_half_decoder_file(ckpt) == ckpt
+    _, again = hd.load_half_decoder(hd.resolve_half_decoder_file(workdir), HALF_TINY)
+    jax.tree.map(np.testing.assert_array_equal, again, params)
+    with pytest.raises(Exception) as err:  # past the half decoder: now SD 2.1 is what is missing
+        load_stage2_weights(tmp_path / "no_sd21", tmp_path / "no_osediff", workdir)
+    assert "no_sd21" in str(err.value) and "halfDecoder" not in str(err.value)
