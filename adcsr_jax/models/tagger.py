@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -468,10 +469,14 @@ def preprocess(images: jax.Array, size: int = 384, antialias: bool = True) -> ja
 
 
 def default_tag_dir() -> Path:
-    """``$ADCSR_RAM_TAG_DIR``, else the vendored ``third_party/ram`` of a source checkout."""
+    """``$ADCSR_RAM_TAG_DIR``; else the vendored ``third_party/ram`` of a source checkout; else
+    the copy a wheel install puts in ``<sys.prefix>/share/adcsr_jax/ram`` (``pyproject.toml``'s
+    ``data-files``)."""
     if os.environ.get(TAG_DIR_ENV):
         return Path(os.environ[TAG_DIR_ENV])
-    return Path(__file__).resolve().parents[2] / "third_party" / "ram"
+    checkout = Path(__file__).resolve().parents[2] / "third_party" / "ram"
+    installed = Path(sys.prefix) / "share" / "adcsr_jax" / "ram"
+    return installed if not checkout.is_dir() and installed.is_dir() else checkout
 
 
 def read_tag_files(

@@ -597,3 +597,20 @@ def test_full_size_ram_swin_l_with_dape_matches_torch(tmp_path: Path) -> None:
     scale = max(1.0, float(np.abs(want).max()))
     assert np.abs(got - want).max() < 1e-3 * scale, (np.abs(got - want).max(), scale)
     assert len(tagger.tags(images)) == 1
+
+
+def test_tag_files_of_a_wheel_install_are_found(tmp_path: Path, monkeypatch) -> None:
+    """No checkout beside the package: the copy under <sys.prefix>/share/adcsr_jax/ram."""
+    import sys
+
+    from adcsr_jax.models import tagger as tagger_mod
+
+    share = tmp_path / "share" / "adcsr_jax" / "ram"
+    share.mkdir(parents=True)
+    monkeypatch.delenv(tagger_mod.TAG_DIR_ENV, raising=False)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    fake_pkg = tmp_path / "site" / "adcsr_jax" / "models" / "tagger.py"
+    monkeypatch.setattr(tagger_mod, "__file__", str(fake_pkg))
+    assert tagger_mod.default_tag_dir() == share
+    monkeypatch.setenv(tagger_mod.TAG_DIR_ENV, str(tmp_path))
+    assert tagger_mod.default_tag_dir() == tmp_path
