@@ -52,6 +52,17 @@ def test_bad_flags_exit_2(tmp_path, capsys):
     assert "also give --sd21" in capsys.readouterr().err
 
 
+def test_a_missing_package_is_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "skimage" else real(n, *a)
+    )
+    assert main(["demo", "--workdir", str(tmp_path)]) == 2
+    assert "needs skimage (the sample photos): pip install -e '.[data]'" in capsys.readouterr().err
+
+
 def test_report_tables_and_side_by_side(tmp_path):
     from adcsr_jax.cli.demo import Demo
     from adcsr_jax.cli.demo_report import write_report

@@ -43,6 +43,7 @@ from adcsr_jax.cli.common import EXIT_OK, CommandError, existing_path
 STEPS = ("vae", "stage1", "stage2", "evaluate", "infer", "export", "report")
 METRICS = ("psnr", "ssim", "lpips", "dists")
 DONE = "done.json"
+TINY_STAGE1_STEPS = 100  # half of configs/stage1.py:tiny's: the demo stays within 15 min here
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,10 +65,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     real.add_argument("--batch-size", type=int, default=2, help="global batch (default 2)")
     real.add_argument("--crop", type=int, default=256, help="HR crop side (default 256)")
     parser.add_argument(
-        "--stage1-steps", type=int, default=None, help="stage-1 steps (default: its tiny config)"
+        "--stage1-steps",
+        type=int,
+        default=None,
+        help=f"stage-1 steps (default {TINY_STAGE1_STEPS} tiny, 1000 with --sd21)",
     )
     parser.add_argument(
-        "--stage2-steps", type=int, default=None, help="stage-2 steps (default: its tiny config)"
+        "--stage2-steps",
+        type=int,
+        default=None,
+        help="stage-2 steps (default: configs/stage2.py:tiny's 200, 1000 with --sd21)",
     )
     parser.add_argument(
         "--pair-crop",
@@ -153,6 +160,18 @@ def _repo_configs() -> Path:
     return configs
 
 
+def _check_packages(train: bool) -> None:
+    """One line naming the extra to install, before anything slow."""
+    import importlib.util  # noqa: PLC0415
+
+    needs = [("skimage", "data", "the sample photos")]
+    if train:
+        needs.append(("torch", "torch", "halfDecoder.ckpt and the official exports"))
+    for module, extra, why in needs:
+        if importlib.util.find_spec(module) is None:
+            raise CommandError(f"needs {module} ({why}): pip install -e '.[{extra}]'")
+
+
 def _train(demo: Demo, config_file: str, name: str, overrides: list[str]) -> dict[str, Any]:
     """One training stage through the engine (resumes from DIR/<name>/checkpoints)."""
     from adcsr_jax.train import loop  # noqa: PLC0415
@@ -218,8 +237,7 @@ def stage1_overrides(demo: Demo) -> list[str]:
         "--config.data.source=sample:train",  # the held-out photos stay out of training
         "--config.log.tensorboard=True",
     ]
-    if a.stage1_steps:
-        overrides.append(f"--config.total_steps={a.stage1_steps}")
+    overrides.append(f"--config.total_steps={a.stage1_steps or TINY_STAGE1_STEPS}")
     return overrides
 
 
@@ -405,6 +423,7 @@ def run(args: argparse.Namespace) -> int:
                                f"{args.crop} and {args.batch_size}")  # fmt: skip
     elif args.osediff or args.ram or args.dape:
         raise CommandError("--osediff / --ram / --dape train from real weights: also give --sd21")
+    _check_packages(train=not args.adcsr_weights)
     demo = Demo(Path(args.workdir), args, _repo_configs())
     demo.workdir.mkdir(parents=True, exist_ok=True)
     configure_logging()

@@ -1,6 +1,6 @@
 """``configs/stage2.py:tiny`` through the real loop: evaluation, exports that ``adcsr infer`` and
 the official layout read, exact resume after SIGKILL, the same losses on 8 devices
-(data 4 x fsdp 2, FSDP rules on), and a distillation loss that falls.
+(data 2 x fsdp 2 x tensor 2, FSDP rules on), and a distillation loss that falls.
 
 Slow: XLA:CPU compiles the tiny stage-2 step (teacher, student, D and the DAPE + text-encoder
 prompt path) for about 3.5 minutes on an idle 2-core machine; a persistent compilation cache
@@ -125,11 +125,13 @@ def test_sigkill_after_a_checkpoint_then_restart_gives_the_same_losses(
     assert _losses(tmp_path) == _losses(ref[0])  # every term of every step, exactly
 
 
-def test_eight_devices_data_4_fsdp_2_give_the_one_device_losses(ref, tmp_path):
+def test_eight_devices_data_2_fsdp_2_tensor_2_give_the_one_device_losses(ref, tmp_path):
+    """The batch of 4 splits over (data, fsdp); FSDP rules shard the weights; the tensor axis
+    replicates (no rule names it)."""
     rules = "--config.sharding.rules=(('conv_out','fsdp'),('embed','fsdp'),('mlp','fsdp'))"
-    overrides = [*SHORT, "--config.total_steps=3", "--config.mesh.data=4",
-                 "--config.mesh.fsdp=2", rules, "--config.export_at_end=False",
-                 "--config.eval.at_end=False"]  # fmt: skip
+    overrides = [*SHORT, "--config.total_steps=3", "--config.mesh.data=2",
+                 "--config.mesh.fsdp=2", "--config.mesh.tensor=2", rules,
+                 "--config.export_at_end=False", "--config.eval.at_end=False"]  # fmt: skip
     import jax
 
     if jax.device_count() < 8:
