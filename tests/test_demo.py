@@ -118,3 +118,36 @@ def test_tiny_demo_runs_end_to_end_and_a_rerun_skips_every_step(tmp_path, capsys
     assert main(argv) == 0
     again = capsys.readouterr().out
     assert again.count("done in an earlier run, skipped") == 7
+
+
+@pytest.mark.slow
+def test_real_mode_trains_from_sd21_and_osediff_folders(tmp_path, capsys):
+    """``--sd21 --osediff``: the full configs and the real loading code (diffusers folders, a
+    converted teacher) on small SD-shaped networks written here; two steps per stage."""
+    pytest.importorskip("skimage")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("diffusers")
+    from adcsr_jax.models.adcsr import random_params
+    from adcsr_jax.models.osediff import OSEDiffConfig, abstract_params
+    from adcsr_jax.testing import reference as ref
+    from adcsr_jax.testing import torch_adcsr as T
+    from adcsr_jax.weights.osediff_ckpt import read_sd21, save_teacher
+
+    sd21 = tmp_path / "sd21"
+    vae_cfg = {**T.TINY_SD_VAE_CONFIG, "block_out_channels": [64, 64, 128, 128],
+               "layers_per_block": 2}  # fmt: skip
+    ref.torch_unet(T.TINY_SD_UNET_CONFIG, seed=1).save_pretrained(sd21 / "unet")
+    ref.torch_vae(vae_cfg, seed=2).save_pretrained(sd21 / "vae")
+    unet_cfg, _, vae, _ = read_sd21(sd21)
+    teacher_cfg = OSEDiffConfig(unet=unet_cfg, vae=vae, half_decoder=None)
+    save_teacher(tmp_path / "teacher", teacher_cfg, random_params(abstract_params(teacher_cfg), 3))
+    work = tmp_path / "demo"
+    argv = ["demo", "--workdir", str(work), "--sd21", str(sd21), "--osediff",
+            str(tmp_path / "teacher"), "--stage1-steps", "2", "--stage2-steps", "2", "--crop",
+            "64", "--batch-size", "2", "--pair-crop", "64"]  # fmt: skip
+    assert main(argv) == 0
+    results = {p.parent.name: json.loads(p.read_text()) for p in work.glob("*/done.json")}
+    assert set(results) == {"stage1", "stage2", "evaluate", "infer", "export", "report"}
+    assert results["stage1"]["steps"] == 2 and results["stage2"]["steps"] == 2
+    assert "full-size networks trained from your SD 2.1-base" in (work / "report.md").read_text()

@@ -224,14 +224,38 @@ def _real_overrides(demo: Demo, steps: int | None) -> list[str]:
         "--config.log.every_steps=10",
         "--config.eval.every_steps=0",
         "--config.mesh.fsdp=1",
+        f"--config.data.pool_size={4 * a.batch_size}",  # a few photos: no 1200-pair pool
     ]
+
+
+def _vae_overrides(vae: Path) -> list[str]:
+    """Stage 1's SD-VAE architecture fields from the VAE folder's ``config.json`` (SD 2.1's
+    values are the config's defaults; another SD-like VAE then needs no edit)."""
+    try:
+        cfg = json.loads((vae / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CommandError(f"--sd21: cannot read {vae / 'config.json'}: {e}") from None
+    widths = tuple(int(w) for w in cfg.get("block_out_channels", (128, 256, 512, 512)))
+    return [
+        f"--config.model.sd_block_out_channels={widths}",
+        f"--config.model.layers_per_block={int(cfg.get('layers_per_block', 2))}",
+        f"--config.model.norm_num_groups={int(cfg.get('norm_num_groups', 32))}",
+    ]
+
+
+def _cpu_dtype() -> list[str]:
+    """fp32 on a CPU (bf16 is emulated there and slower); the config's bf16 elsewhere."""
+    import jax  # noqa: PLC0415
+
+    return ["--config.compute_dtype=float32"] if jax.default_backend() == "cpu" else []
 
 
 def stage1_overrides(demo: Demo) -> list[str]:
     a = demo.args
     if demo.real:
-        vae = f"--config.model.sd_vae={Path(a.sd21) / 'vae'}"
-        return [*_real_overrides(demo, a.stage1_steps), vae, "--config.optim.micro_batches=1"]
+        vae = Path(a.sd21) / "vae"
+        return [*_real_overrides(demo, a.stage1_steps), f"--config.model.sd_vae={vae}",
+                "--config.optim.micro_batches=1", *_vae_overrides(vae)]  # fmt: skip
     overrides = [
         f"--config.model.sd_vae={demo.dir('vae')}",
         "--config.data.source=sample:train",  # the held-out photos stay out of training
@@ -252,7 +276,7 @@ def stage2_overrides(demo: Demo) -> list[str]:
         prompt = ["--config.prompt.source=fixed"]
         if a.ram:
             prompt = [f"--config.prompt.ram={a.ram}"] + ([f"--config.prompt.dape={a.dape}"] if a.dape else [])  # fmt: skip
-        return [*_real_overrides(demo, a.stage2_steps), *common, *prompt,
+        return [*_real_overrides(demo, a.stage2_steps), *common, *prompt, *_cpu_dtype(),
                 f"--config.model.sd21={a.sd21}", f"--config.model.osediff={a.osediff}"]  # fmt: skip
     overrides = [f"--config.model.sd_vae={demo.dir('vae')}", *common]
     if a.stage2_steps:
