@@ -45,6 +45,19 @@ SD21_UNET_CONFIG: dict[str, Any] = {
     "use_linear_projection": True,
 }
 
+# Two levels (cross-attention down, plain down; plain up, cross-attention up), one layer each:
+# the smallest UNet with every block kind, for the UNet, LoRA, discriminator and loading tests.
+TINY_UNET_CONFIG: dict[str, Any] = {
+    "block_out_channels": [32, 64],
+    "layers_per_block": 1,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "cross_attention_dim": 24,
+    "attention_head_dim": [2, 4],
+    "use_linear_projection": True,
+    "norm_num_groups": 8,
+}
+
 SD21_VAE_CONFIG: dict[str, Any] = {
     "_class_name": "AutoencoderKL",
     "act_fn": "silu",

@@ -27,16 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Already found a `peft_config`")
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
 
-TINY = {
-    "block_out_channels": [32, 64],
-    "layers_per_block": 1,
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-    "cross_attention_dim": 24,
-    "attention_head_dim": [2, 4],
-    "use_linear_projection": True,
-    "norm_num_groups": 8,
-}
+TINY = ref.TINY_UNET_CONFIG
 FEATURES = 16  # tiling factor 16 / 4 = 4 (64 at full size)
 # AdcSR utils.add_lora_to_unet: substrings of parameter names that get an adapter.
 GREP = ["to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "conv_out",

@@ -15,16 +15,7 @@ from adcsr_jax.weights import unet_params_from_torch
 
 torch = pytest.importorskip("torch")
 
-TINY = {
-    "block_out_channels": [32, 64],
-    "layers_per_block": 1,
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-    "cross_attention_dim": 24,
-    "attention_head_dim": [2, 4],
-    "use_linear_projection": True,
-    "norm_num_groups": 8,
-}
+TINY = ref.TINY_UNET_CONFIG
 
 # Student-like: widths whose group_count differs (40 -> 8, 80 -> 16, concat 120 -> 24), 3 levels.
 STUDENT_LIKE = {

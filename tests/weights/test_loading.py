@@ -27,16 +27,7 @@ from adcsr_jax.weights import (
 
 torch = pytest.importorskip("torch")
 
-UNET = {
-    "block_out_channels": [32, 64],
-    "layers_per_block": 1,
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-    "cross_attention_dim": 24,
-    "attention_head_dim": [2, 4],
-    "use_linear_projection": True,
-    "norm_num_groups": 8,
-}
+UNET = ref.TINY_UNET_CONFIG
 VAE = {
     "block_out_channels": [32, 64],
     "layers_per_block": 1,

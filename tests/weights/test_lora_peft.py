@@ -23,16 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Already found a `peft_config`")
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
 
-TINY = {
-    "block_out_channels": [32, 64],
-    "layers_per_block": 1,
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-    "cross_attention_dim": 24,
-    "attention_head_dim": [2, 4],
-    "use_linear_projection": True,
-    "norm_num_groups": 8,
-}
+TINY = ref.TINY_UNET_CONFIG
 SPECS = unet_lora_specs(4)
 
 
