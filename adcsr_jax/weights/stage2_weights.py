@@ -92,7 +92,13 @@ DEFAULT_VARIANT = StudentVariant()
 def student_variant(model: Any) -> StudentVariant:
     """The variant a stage-2 ``config.model`` names (``unet``, ``decoder``; absent = AdcSR's)."""
     get = model.get if hasattr(model, "get") else lambda k, d=None: getattr(model, k, d)
-    return StudentVariant(unet=str(get("unet", "pruned")), decoder=str(get("decoder", "pruned")))
+    taesd = TAESDConfig(
+        channels=int(get("taesd_channels", 64)),
+        num_blocks=tuple(get("taesd_num_blocks", (3, 3, 3, 1))),
+    )
+    return StudentVariant(
+        unet=str(get("unet", "pruned")), decoder=str(get("decoder", "pruned")), taesd=taesd
+    )
 
 
 def required_files(variant: StudentVariant) -> tuple[str, ...]:
@@ -119,6 +125,27 @@ def full_configs() -> tuple[UNetConfig, VAEConfig, VAEConfig]:
     return UNetConfig(), VAEConfig(), VAEConfig(block_out_channels=(64, 128, 256, 256))
 
 
+def variant_student_config(
+    unet_config: UNetConfig, half_config: VAEConfig | None, variant: StudentVariant
+) -> AdcSRConfig:
+    """The student's architecture for an SD UNet, a half decoder and a variant (no weights)."""
+    ratio = 1.0 if variant.unet == "bk_small" else 0.75
+    decoder_widths = half_config.decoder_widths if half_config is not None else (64, 128, 256, 256)
+    config = student_config(
+        unet_config.block_out_channels,
+        unet_config.num_attention_heads,
+        ratio,
+        decoder_block_out_channels=decoder_widths,
+    )
+    if variant.unet == "bk_small":
+        config = config.replace(layers_per_block=1, unet_mid_block=False)
+    if variant.decoder == "taesd":
+        t = variant.taesd
+        config = config.replace(decoder_type="taesd", latent_channels=t.latent_channels,
+                                taesd_channels=t.channels, taesd_num_blocks=t.num_blocks)  # fmt: skip
+    return config
+
+
 def _student_from(
     sd_unet_torch: dict[str, np.ndarray],
     half_torch: dict[str, np.ndarray] | None,
@@ -132,27 +159,16 @@ def _student_from(
     a 4-channel conv_out)."""
     from adcsr_jax.weights.adcsr_ckpt import student_params_from_torch
 
-    ratio = 0.75
+    config = variant_student_config(unet_config, half_config, variant)
+    ratio = 1.0 if variant.unet == "bk_small" else 0.75
     if variant.unet == "bk_small":
         from adcsr_jax.weights.bk_sdm import bk_small_state_dict
 
-        sd_unet_torch, ratio = bk_small_state_dict(sd_unet_torch), 1.0
-    decoder_widths = half_config.decoder_widths if half_config is not None else (64, 128, 256, 256)
-    config = student_config(
-        unet_config.block_out_channels,
-        unet_config.num_attention_heads,
-        ratio,
-        decoder_block_out_channels=decoder_widths,
-    )
-    if variant.unet == "bk_small":
-        config = config.replace(layers_per_block=1, unet_mid_block=False)
+        sd_unet_torch = bk_small_state_dict(sd_unet_torch)
     if variant.decoder == "taesd":
         if taesd_params is None:
             raise ValueError("the TAESD student needs TAESD decoder params")
-        t = variant.taesd
-        config = config.replace(decoder_type="taesd", latent_channels=t.latent_channels,
-                                taesd_channels=t.channels, taesd_num_blocks=t.num_blocks)  # fmt: skip
-        unet = prune_unet_state_dict(sd_unet_torch, ratio, 12, t.latent_channels)
+        unet = prune_unet_state_dict(sd_unet_torch, ratio, 12, variant.taesd.latent_channels)
         sd = {f"unet.{k}": v for k, v in unet.items()}
         sd.update({f"decoder.{k}": v for k, v in params_to_torch(taesd_params).items()})
         return config, student_params_from_torch(sd, config, source="pruned SD UNet + TAESD")
@@ -327,4 +343,5 @@ __all__ = [
     "student_variant",
     "stage2_weights_from_torch",
     "tiny_configs",
+    "variant_student_config",
 ]
