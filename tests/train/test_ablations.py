@@ -11,7 +11,7 @@ import pytest
 
 from adcsr_jax.models.discriminator import DiscriminatorConfig, abstract_discriminator
 from adcsr_jax.sharding import make_mesh
-from adcsr_jax.train import stage1, stage2
+from adcsr_jax.train import param_counts, stage1, stage2
 from adcsr_jax.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,6 +75,17 @@ def test_tiny_stage2_variant_builds_its_state(row):
     nets = stage2.build_nets(c, weights)
     student = shapes["train"]["student"]
     want_disc = abstract_discriminator(nets.disc)
+    # `adcsr plan --params-only` (architectures only) counts exactly what the state holds
+    rows = {
+        (r["network"], r["role"]): r["params"] for r in param_counts.param_counts(c)["networks"]
+    }
+    assert rows[("student", "trainable")] == count(student)
+    assert rows[("student", "frozen")] == count(shapes["frozen"]["student_tail"])
+    assert rows[("discriminator", "trainable")] == count(shapes["train"]["disc"])
+    assert rows[("discriminator", "frozen")] == count(shapes["frozen"]["disc"])
+    assert rows[("teacher unet", "frozen")] == count(shapes["frozen"]["teacher"]["unet"])
+    assert rows[("sd vae (f_R)", "frozen")] == count(shapes["frozen"]["sd_vae"])
+    assert rows.get(("half-decoder stem", "frozen"), 0) == count(shapes["frozen"]["half_stem"])
     assert count(shapes["train"]["disc"]) == count(want_disc["trainable"])
     if row == "taesd":
         assert sorted(student) == ["unet"] and nets.student.feature_space == "latent"
@@ -163,3 +174,34 @@ def test_variant_dataclass_rejects_unknown_and_unlisted_combinations():
     with pytest.raises(ValueError, match="Table B.1"):
         StudentVariant(unet="bk_small", decoder="taesd")
     assert dataclasses.replace(StudentVariant(), decoder="taesd").decoder == "taesd"
+
+
+def test_params_only_plan_gives_table_b1_students():
+    """Full size, shapes only: 457M / 444M / 456M as in Table B.1 (exact counts in the configs)."""
+    want = {"bksdm": 456_651_523, "taesd": 444_373_655, "chpruned": 456_073_683}
+    for row, n in want.items():
+        assert param_counts.param_counts(config(row))["student_total"] == n, row
+    s1 = param_counts.param_counts(config("taesd_stage1"))
+    assert s1["networks"][0] == {"network": "tiny decoder (TAESD)", "role": "trainable",
+                                 "params": 1_222_531}  # fmt: skip
+
+
+def test_plan_params_only_command():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, "-m", "adcsr_jax", "plan", "--config", f"{CONFIG}:lora_r8_tiny",
+         "--params-only", "--config.disc.rank=16"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600, check=True,
+    ).stdout  # fmt: skip
+    assert "variant lora_r8_tiny" in out and "student total" in out
+    line = next(x for x in out.splitlines() if x.split()[:2] == ["discriminator", "trainable"])
+    c = config("lora_r8_tiny")
+    c.disc.rank = 16
+    rows = param_counts.param_counts(c)["networks"]
+    want = next(r["params"] for r in rows if r["network"] == "discriminator" and
+                r["role"] == "trainable")  # fmt: skip
+    assert f"{want:,d}" in line
