@@ -97,7 +97,8 @@ def main() -> None:
         return
     results = []
     for row in args.rows.split(","):
-        argv = [a for a in sys.argv[1:] if not a.startswith("--out")]
+        argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                if k not in ("out", "one", "rows")]  # fmt: skip
         out = subprocess.run([sys.executable, __file__, *argv, "--one", row], env=os.environ,
                              capture_output=True, text=True, check=True)  # fmt: skip
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
