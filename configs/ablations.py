@@ -35,8 +35,8 @@ full-size weights, LR 128 -> SR 512, batch 1, fp32, XLA:CPU on a shared 2-core m
 3 after 1 warm-up; FLOPs from XLA's cost analysis): ``bksdm`` 456.65M params, 1056 GFLOP, 10.9 s;
 ``taesd`` 444.37M, 521 GFLOP, 4.4 s; ``chpruned`` 456.07M, 1006 GFLOP, 7.7 s (peak RSS 2.7-3.0
 GB each). The tiny decoder is fastest, as in the paper; the block-removed UNet has about the
-pruned one's FLOPs but is slower here (its full-width 320-channel first stage runs at the
-largest resolution); the paper's GPU times are 0.03 / 0.02 / 0.03 s.
+pruned one's FLOPs but is slower here (not profiled; its wider layers, 320-1280 channels
+against 240-960, are fewer but each larger); the paper's GPU times are 0.03 / 0.02 / 0.03 s.
 
 Table B.2 (discriminator finetuning; RealSR; the paper's DISTS / FID / MUSIQ / CLIPIQA); the
 student is AdcSR's, stage 1 is ``configs/stage1.py``:
