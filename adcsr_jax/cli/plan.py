@@ -6,6 +6,12 @@ and frozen bytes, XLA's argument / output / temporary bytes, FLOPs per step, the
 collectives per step, and every network's parameter count. Example:
 
   adcsr plan --config configs/stage2.py --config.mesh.fsdp=8 --devices 8 --json
+
+``--params-only``: just every network's parameter count (student trainable / frozen,
+discriminator trainable / frozen, teacher, ...) from the architectures, without compiling or
+reading weights (``adcsr_jax.train.param_counts``), e.g. a Table B.1 check:
+
+  adcsr plan --config configs/ablations.py:bksdm --params-only
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="simulated devices (default: config.mesh.num_devices, else the mesh's product, else 8)",
     )
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    parser.add_argument(
+        "--params-only",
+        action="store_true",
+        help="print every network's parameter count only (no compile, no weights read)",
+    )
     parser.set_defaults(_extra_prefix=EXTRA_PREFIX)
 
 
@@ -61,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
 
     extra = list(getattr(args, "extra", []))
     config = load_config(args.config, extra)
+    if getattr(args, "params_only", False):
+        from adcsr_jax.train import param_counts  # noqa: PLC0415
+
+        result = param_counts.param_counts(config)
+        print(param_counts.as_json(result) if args.json else param_counts.format_counts(result))
+        return 0
     devices = args.devices or default_devices(config)
     argv = ["plan", "--config", args.config, "--devices", str(devices), *extra]
     _simulate(devices, argv + (["--json"] if args.json else []))

@@ -12,6 +12,17 @@ Params of :class:`AdcSR`: ``{'unet': ..., 'mid_block': ..., 'decoder': {'up_bloc
 reference (446,321,744 params at full size); ``decoder`` is the frozen tail (9,751,939), loaded
 from ``halfDecoder.ckpt``. :func:`split_params` / :func:`merge_params` separate the two.
 
+Ablation variants (AdcSR supplement, Table B.1), same front (PixelUnshuffle, no time embedding,
+no cross-attention), switched in :class:`AdcSRConfig`:
+
+* ``unet_mid_block=False, layers_per_block=1`` at SD's widths: BK-SDM-v2-Small's block-removed
+  UNet (Kim et al. 2023; init from SD by ``weights.bk_sdm``) before the channel-pruned half decoder;
+* ``decoder_type="taesd"``: the UNet's conv_out gives a 4-channel *scaled SD latent* and TAESD's
+  tiny decoder (``models.taesd``) decodes it. There is no decoder mid block, so ``f_S`` is that
+  latent: stage 2 distils in SD's latent space (``feature_space == "latent"``), the only space the
+  teacher's output and TAESD share (TAESD is trained to decode SD latents), and D judges latents.
+  Params are then ``{'unet'}`` (trainable) and ``{'decoder'}`` (TAESD, frozen in stage 2).
+
 Methods: ``features(lr)`` (``f_S``, used by stage-2 training), ``decode(features)`` (the tail),
 ``raw(lr)`` (both, before the colour fix; what the tiled inference blends) and ``__call__(lr)``
 (the reference's full inference path, output in [0, 1]).
@@ -31,11 +42,13 @@ import numpy as np
 
 from adcsr_jax.imageops import adain_colour_fix, to_unit_range
 from adcsr_jax.models.config_utils import config_from_dict, config_to_dict, dtype_name
+from adcsr_jax.models.taesd import TAESDConfig, TAESDDecoder
 from adcsr_jax.models.unet import UNet2D, UNetConfig
 from adcsr_jax.models.vae import Decoder, VAEConfig, VAEMidBlock
 from adcsr_jax.nn import pixel_unshuffle
 
-TRAINABLE = ("unet", "mid_block")
+TRAINABLE = ("unet", "mid_block")  # the default (pruned-decoder) student; see trainable_keys
+DECODER_TYPES = ("pruned", "taesd")
 FROZEN = ("decoder",)
 SIZE_MULTIPLE = 16
 SCALE = 4
@@ -70,13 +83,27 @@ class AdcSRConfig:
     conv_matmul_max_pixels: int | None = None
     # nn.remat on every UNet block and decoder block and the mid block (training memory).
     remat: bool = False
+    # Table B.1 ablations (module docstring): False removes the UNet's mid block (BK-SDM).
+    unet_mid_block: bool = True
+    # "pruned": half decoder (mid block trainable, tail frozen); "taesd": TAESD's tiny decoder.
+    decoder_type: str = "pruned"
+    latent_channels: int = 4  # taesd: width of f_S (SD's latent)
+    taesd_channels: int = 64
+    taesd_num_blocks: tuple[int, ...] = (3, 3, 3, 1)
 
     def __post_init__(self) -> None:
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         fix("block_out_channels", tuple(int(c) for c in self.block_out_channels))
         fix("num_attention_heads", tuple(int(c) for c in self.num_attention_heads))
         fix("decoder_block_out_channels", tuple(int(c) for c in self.decoder_block_out_channels))
+        fix("taesd_num_blocks", tuple(int(c) for c in self.taesd_num_blocks))
         fix("dtype", dtype_name(self.dtype))
+        if self.decoder_type not in DECODER_TYPES:
+            raise ValueError(
+                f"AdcSRConfig.decoder_type must be one of {DECODER_TYPES}, got {self.decoder_type!r}"
+            )
+        if self.decoder_type == "taesd" and len(self.taesd_num_blocks) != 4:
+            raise ValueError("AdcSRConfig: the TAESD decoder must upsample x8 (4 stages)")
         if self.unshuffle != 2:
             raise ValueError("AdcSRConfig: only PixelUnshuffle(2) gives the x4 output (x8 decoder)")
 
@@ -100,8 +127,30 @@ class AdcSRConfig:
 
     @property
     def feature_channels(self) -> int:
-        """Width of ``f_S`` (UNet conv_out = decoder mid block): 256 at full size."""
+        """Width of ``f_S`` (UNet conv_out = decoder mid block): 256 at full size; TAESD: 4."""
+        if self.decoder_type == "taesd":
+            return self.latent_channels
         return self.decoder_block_out_channels[-1]
+
+    @property
+    def feature_space(self) -> str:
+        """Where stage 2 distils: ``"decoder_mid_block"`` (AdcSR) or ``"latent"`` (TAESD)."""
+        return "latent" if self.decoder_type == "taesd" else "decoder_mid_block"
+
+    @property
+    def trainable_keys(self) -> tuple[str, ...]:
+        """Top-level param keys stage 2 trains (the rest, ``decoder``, stays frozen)."""
+        return ("unet",) if self.decoder_type == "taesd" else TRAINABLE
+
+    def taesd_config(self) -> TAESDConfig:
+        return TAESDConfig(
+            latent_channels=self.latent_channels,
+            out_channels=self.image_channels,
+            channels=self.taesd_channels,
+            num_blocks=self.taesd_num_blocks,
+            dtype=self.dtype,
+            conv_matmul_max_pixels=self.conv_matmul_max_pixels,
+        )
 
     def unet_config(self) -> UNetConfig:
         return UNetConfig(
@@ -113,6 +162,7 @@ class AdcSRConfig:
             cross_attention_dim=None,
             time_embedding=False,
             norm_num_groups=None,
+            mid_block=self.unet_mid_block,
             attention_query_chunk=self.attention_query_chunk,
             conv_matmul_max_pixels=self.conv_matmul_max_pixels,
             dtype=self.dtype,
@@ -161,6 +211,9 @@ class AdcSR(nn.Module):
         cfg = self.config
         dec = cfg.decoder_config()
         self.unet = UNet2D(cfg.unet_config())
+        if cfg.decoder_type == "taesd":
+            self.decoder = TAESDDecoder(cfg.taesd_config())
+            return
         mid_cls = nn.remat(VAEMidBlock) if cfg.remat else VAEMidBlock
         self.mid_block = mid_cls(
             cfg.feature_channels,
@@ -185,10 +238,14 @@ class AdcSR(nn.Module):
         """``f_S``: LR in [-1, 1] (B,H,W,3) -> (B,H/2,W/2,feature_channels)."""
         self._check(lr)
         x = pixel_unshuffle(lr.astype(jnp.dtype(self.config.dtype)), self.config.unshuffle)
+        if self.config.decoder_type == "taesd":
+            return self.unet(x)
         return self.mid_block(self.unet(x))
 
     def decode(self, features: jax.Array) -> jax.Array:
         """Frozen tail: features (B,h,w,C) -> image (B,8h,8w,3) in about [-1, 1]."""
+        if self.config.decoder_type == "taesd":
+            return self.decoder(features)
         return self.decoder.tail(features)
 
     def raw(self, lr: jax.Array) -> jax.Array:
@@ -201,11 +258,15 @@ class AdcSR(nn.Module):
 
 
 def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(trainable ``{'unet', 'mid_block'}``, frozen ``{'decoder'}``) halves of the student's params."""
-    missing = [k for k in (*TRAINABLE, *FROZEN) if k not in params]
+    """(trainable ``{'unet', 'mid_block'}``, frozen ``{'decoder'}``) halves of the student's params.
+
+    The TAESD variant has no ``mid_block``: its trainable half is ``{'unet'}``.
+    """
+    missing = [k for k in ("unet", *FROZEN) if k not in params]
     if missing:
         raise KeyError(f"AdcSR params lack {missing}; got top-level keys {sorted(params)}")
-    return {k: params[k] for k in TRAINABLE}, {k: params[k] for k in FROZEN}
+    trainable = [k for k in TRAINABLE if k in params]
+    return {k: params[k] for k in trainable}, {k: params[k] for k in FROZEN}
 
 
 def merge_params(trainable: Mapping[str, Any], frozen: Mapping[str, Any]) -> dict[str, Any]:

@@ -187,6 +187,11 @@ class OSEDiff(nn.Module):
         mean, _ = self.vae.encode(x)
         return self.half_decoder.stem(self.vae.post_quant(mean)).astype(jnp.float32)
 
+    def z0(self, lr: jax.Array, text: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        """Scaled z0 (B,H/2,W/2,4), fp32: ``f_T`` where stage 2 distils in latent space (the
+        TAESD-decoder ablation; its ``f_R`` is :meth:`encode_image` of the HR)."""
+        return self.denoise(self.encode(lr, rng), text)
+
     def features(self, lr: jax.Array, text: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         """``f_T`` (B,H/2,W/2,C) of AdcSR's stage 2 (the encoder mean when ``rng`` is None)."""
         return self.latent_features(self.denoise(self.encode(lr, rng), text))

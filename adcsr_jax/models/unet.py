@@ -56,7 +56,9 @@ class UNetConfig:
     pixels as one im2col matmul (exact; 1.2-3x faster on XLA:CPU at 8x8 and 16x16, see
     :mod:`adcsr_jax.nn.conv`). ``remat`` rematerialises each down, mid and up block in the
     backward pass (``nn.remat``: activations inside a block are recomputed, not stored); same
-    outputs and params tree, less memory when training.
+    outputs and params tree, less memory when training. ``mid_block=False`` removes the mid
+    block (diffusers ``mid_block_type=None``; BK-SDM-Small / -v2-Small, Kim et al. 2023, with
+    ``layers_per_block=1``).
     """
 
     in_channels: int = 4
@@ -83,6 +85,7 @@ class UNetConfig:
     transformer_norm_eps: float = 1e-6
     layer_norm_eps: float = 1e-5
     transformer_layers_per_block: int = 1
+    mid_block: bool = True
     flip_sin_to_cos: bool = True
     freq_shift: float = 0.0
     attention_query_chunk: int | None = None
@@ -125,7 +128,7 @@ class UNetConfig:
         check_supported(
             cfg,
             {
-                "mid_block_type": ["UNetMidBlock2DCrossAttn"],
+                "mid_block_type": ["UNetMidBlock2DCrossAttn", None],
                 "act_fn": ["silu"],
                 "downsample_padding": [1],
                 "use_linear_projection": [True],
@@ -192,6 +195,7 @@ class UNetConfig:
             norm_num_groups=cfg.get("norm_num_groups", 32),
             norm_eps=cfg.get("norm_eps", 1e-5),
             transformer_layers_per_block=tlayers[0],
+            mid_block=cfg.get("mid_block_type", "UNetMidBlock2DCrossAttn") is not None,
             flip_sin_to_cos=cfg.get("flip_sin_to_cos", True),
             freq_shift=cfg.get("freq_shift", 0),
             dtype=dtype,
@@ -363,7 +367,8 @@ class UNet2D(nn.Module):
             )(h, temb, context)
             skips += outs
 
-        h = mid_cls(cfg, name="mid_block")(h, temb, context)
+        if cfg.mid_block:
+            h = mid_cls(cfg, name="mid_block")(h, temb, context)
 
         for i, kind in enumerate(cfg.up_block_types):
             take = cfg.layers_per_block + 1

@@ -175,7 +175,8 @@ def pruned_unet_forward(unet: Any, x: Any) -> Any:
             x = block.downsamplers[0](x)
             skips.append(x)
     mid = unet.mid_block
-    x = _resnet(mid.resnets[1], _transformer(mid.attentions[0], _resnet(mid.resnets[0], x)))
+    if mid is not None:  # BK-SDM's block-removed UNet has none
+        x = _resnet(mid.resnets[1], _transformer(mid.attentions[0], _resnet(mid.resnets[0], x)))
     for block in unet.up_blocks:
         for i, resnet in enumerate(block.resnets):
             x = _resnet(resnet, torch.cat([x, skips.pop()], dim=1))
@@ -192,7 +193,8 @@ def build_torch_student(sd_unet: Any, half_decoder: Any, ratio: float = 0.75) ->
 
     features = half_decoder.mid_block.resnets[0].conv1.out_channels
     unet = prune_torch_unet(sd_unet, ratio, features)
-    unet.body = nn.Sequential(*unet.down_blocks, unet.mid_block, *unet.up_blocks,
+    mid = [] if unet.mid_block is None else [unet.mid_block]
+    unet.body = nn.Sequential(*unet.down_blocks, *mid, *unet.up_blocks,
                               unet.conv_norm_out, nn.SiLU(), unet.conv_out)  # fmt: skip
     unet.forward = lambda x: pruned_unet_forward(unet, x)
 

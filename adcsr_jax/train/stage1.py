@@ -37,6 +37,13 @@ own adaptive weight and D batch statistics, as Lightning's per-micro-batch closu
 before one update, then D's. Lightning interleaves G and D per micro-batch instead; with
 ``micro_batches = 1`` (the tests) the two are identical.
 
+Tiny-decoder ablation (AdcSR supplement Table B.1 row 2, ``model.decoder = "taesd"``): the
+decoder trained is TAESD's (``models.taesd``; init ``scratch`` or ``checkpoint`` = TAESD's
+published ``taesd_decoder.pth`` / an ``AutoencoderTiny`` file), reading the *scaled* SD latent
+``0.18215 * mean`` (TAESD's input space, no ``post_quant_conv``); the adaptive weight is taken at
+its output conv (``TAESDConfig.last_layer``). Export: ``<workdir>/taesd_decoder.safetensors``
+(diffusers ``decoder.layers.*`` names), what the stage-2 ablation reads as ``model.taesd_decoder``.
+
 State (see ``adcsr_jax.train.stage``)::
 
     {"train":  {"step", "decoder", "logvar", "disc", "disc_batch_stats", "opt_g", "opt_d"},
@@ -65,6 +72,7 @@ from adcsr_jax.eval.psnr import psnr_y
 from adcsr_jax.imageops import to_uint8
 from adcsr_jax.models.adcsr import random_params
 from adcsr_jax.models.patchgan import NLayerDiscriminator
+from adcsr_jax.models.taesd import TAESDConfig, TAESDDecoder, abstract_taesd_params
 from adcsr_jax.models.vae import AutoencoderKL, Decoder, VAEConfig
 from adcsr_jax.train.accumulate import split_micro_batches
 from adcsr_jax.train.stage import Batch, Metrics, Stage, State
@@ -86,19 +94,33 @@ FSDP_MIN_SIZE = 2**18  # leaves at least this large are sharded over 'fsdp'
 # ----------------------------------------------------------------------------- networks
 @dataclasses.dataclass(frozen=True)
 class Networks:
-    """The modules of stage 1 (configs only; parameters live in the state)."""
+    """The modules of stage 1 (configs only; parameters live in the state).
+
+    ``taesd`` set: the decoder trained is TAESD's tiny decoder (``half`` is then unused).
+    """
 
     sd: VAEConfig
     half: VAEConfig
     disc: NLayerDiscriminator
+    taesd: TAESDConfig | None = None
 
     @property
     def sd_vae(self) -> AutoencoderKL:
         return AutoencoderKL(self.sd)
 
     @property
-    def decoder(self) -> Decoder:
-        return Decoder(self.half)
+    def decoder(self) -> Decoder | TAESDDecoder:
+        return Decoder(self.half) if self.taesd is None else TAESDDecoder(self.taesd)
+
+    @property
+    def last_layer(self) -> str:
+        """Param name of the decoder's output conv (the adaptive weight's layer)."""
+        return "conv_out" if self.taesd is None else self.taesd.last_layer
+
+    def decoder_template(self) -> Any:
+        if self.taesd is None:
+            return decoder_template(self.half)
+        return abstract_taesd_params(self.taesd)
 
 
 def sd_vae_config(config: Any) -> VAEConfig:
@@ -118,11 +140,32 @@ def networks(config: Any) -> Networks:
     half = hd.half_decoder_config(sd, float(config.model.ratio))
     loss = config.loss
     disc = NLayerDiscriminator(3, int(loss.disc_ndf), int(loss.disc_num_layers))
-    return Networks(sd, half, disc)
+    m = config.model
+    kind = str(m.get("decoder", "pruned"))
+    if kind not in ("pruned", "taesd"):
+        raise ValueError(f"config.model.decoder must be 'pruned' or 'taesd', got {kind!r}")
+    taesd = None
+    if kind == "taesd":
+        taesd = TAESDConfig(
+            latent_channels=sd.latent_channels,
+            channels=int(m.get("taesd_channels", 64)),
+            num_blocks=tuple(m.get("taesd_num_blocks", (3, 3, 3, 1))),
+            dtype=m.dtype,
+            conv_matmul_max_pixels=m.get("conv_matmul_max_pixels"),
+        )
+    return Networks(sd, half, disc, taesd)
 
 
 def encode_latents(nets: Networks, frozen: Mapping[str, Any], x: jax.Array) -> jax.Array:
-    """x in [-1, 1] -> ``post_quant_conv(mean)`` (unscaled), what the half decoder reads."""
+    """x in [-1, 1] -> what the trained decoder reads: ``post_quant_conv(mean)`` (unscaled) for
+    the half decoder; ``scaling_factor * mean`` for TAESD."""
+    if nets.taesd is not None:
+        return sd_latents(nets, frozen, x)[0]
+    return sd_latents(nets, frozen, x)[1]
+
+
+def sd_latents(nets: Networks, frozen: Mapping[str, Any], x: jax.Array) -> tuple[jax.Array, ...]:
+    """``(scaled mean, post_quant_conv(mean))`` of x in [-1, 1] (TAESD's and SD's decoder inputs)."""
     params = {
         "encoder": frozen["sd_encoder"],
         "quant_conv": frozen["sd_quant"],
@@ -130,17 +173,22 @@ def encode_latents(nets: Networks, frozen: Mapping[str, Any], x: jax.Array) -> j
     }
     vae = nets.sd_vae
     mean, _ = vae.apply({"params": params}, x, method=AutoencoderKL.encode)
-    return vae.apply({"params": params}, mean, method=AutoencoderKL.post_quant).astype(jnp.float32)
+    post = vae.apply({"params": params}, mean, method=AutoencoderKL.post_quant)
+    return mean.astype(jnp.float32) * nets.sd.scaling_factor, post.astype(jnp.float32)
 
 
-def _decoder_body(m: Decoder, z: jax.Array) -> jax.Array:
+def _decoder_body(m: Decoder | TAESDDecoder, z: jax.Array) -> jax.Array:
+    if isinstance(m, TAESDDecoder):
+        return m.body(z)
     h = m.stem(z)
     for block in m.up_blocks:
         h = block(h)
     return nn.silu(m.conv_norm_out(h))
 
 
-def _decoder_out(m: Decoder, h: jax.Array) -> jax.Array:
+def _decoder_out(m: Decoder | TAESDDecoder, h: jax.Array) -> jax.Array:
+    if isinstance(m, TAESDDecoder):
+        return m.head(h)
     return m.conv_out(h)
 
 
@@ -261,10 +309,17 @@ def load_sd_vae(config: Any, nets: Networks) -> dict[str, Any]:
 def init_decoder(config: Any, nets: Networks, sd_params: Mapping[str, Any]) -> Any:
     """``model.decoder_init``: "prune" (leading 50% of SD's decoder), "scratch" or "checkpoint"."""
     mode = config.model.decoder_init
+    if nets.taesd is not None and mode == "prune":
+        raise ValueError("config.model.decoder='taesd' cannot be pruned from SD's decoder: use "
+                         "decoder_init 'scratch' or 'checkpoint' (TAESD's taesd_decoder.pth)")  # fmt: skip
     if mode == "prune":
         return hd.prune_decoder_params(sd_params["decoder"], nets.half, float(config.model.ratio))
     if mode == "scratch":
-        return torch_default_params(decoder_template(nets.half), int(config.model.seed) + 1)
+        return torch_default_params(nets.decoder_template(), int(config.model.seed) + 1)
+    if mode == "checkpoint" and nets.taesd is not None:
+        from adcsr_jax.weights.taesd import load_taesd_decoder  # noqa: PLC0415
+
+        return load_taesd_decoder(config.model.decoder_checkpoint, nets.taesd)[1]
     if mode == "checkpoint":
         _, params = hd.load_half_decoder(config.model.decoder_checkpoint, nets.half)
         return params
@@ -330,6 +385,7 @@ def make_step(config: Any, nets: Networks):
     opt_g, opt_d = optimizers(config)
     lr = learning_rate(config)
     dec_mod, disc_mod = nets.decoder, nets.disc
+    last = nets.last_layer
 
     def disc_apply(params, stats, x):
         logits, upd = disc_mod.apply(
@@ -340,8 +396,8 @@ def make_step(config: Any, nets: Networks):
     def g_micro(dec, logvar, disc, stats, lpips_p, x, z, factor):
         body = lambda p: dec_mod.apply({"params": p}, z, method=_decoder_body)  # noqa: E731
         h, body_vjp = jax.vjp(body, dec)
-        out = lambda po, hh: dec_mod.apply({"params": {"conv_out": po}}, hh, method=_decoder_out)  # noqa: E731
-        x_hat, out_vjp = jax.vjp(out, dec["conv_out"], h)
+        out = lambda po, hh: dec_mod.apply({"params": {last: po}}, hh, method=_decoder_out)  # noqa: E731
+        x_hat, out_vjp = jax.vjp(out, dec[last], h)
         x_hat = x_hat.astype(jnp.float32)
         (nll, (rec, l1, p)), (ct_nll, g_logvar) = jax.value_and_grad(
             nll_loss, argnums=(1, 2), has_aux=True
@@ -364,7 +420,7 @@ def make_step(config: Any, nets: Networks):
         ct = ct_nll + (d_weight * factor).astype(ct_nll.dtype) * ct_g
         g_out, g_h = out_vjp(ct)
         (g_dec,) = body_vjp(g_h)
-        g_dec = {**g_dec, "conv_out": g_out}
+        g_dec = {**g_dec, last: g_out}
         grads = {"decoder": g_dec, "logvar": g_logvar}
         metrics = {
             "loss/total": nll + d_weight * factor * g_loss,
@@ -528,7 +584,7 @@ def make_evaluate(config: Any, nets: Networks):
 
     @jax.jit
     def latents(frozen, x):
-        return encode_latents(nets, frozen, x * 2.0 - 1.0)
+        return sd_latents(nets, frozen, x * 2.0 - 1.0)
 
     @jax.jit
     def half(params, z):
@@ -552,10 +608,11 @@ def make_evaluate(config: Any, nets: Networks):
         if "images" not in cache:
             imgs = load_eval_images(resolve_image_dir(ev.dir), int(ev.num_images), int(ev.crop))
             cache["images"] = imgs
-            zs = [latents(frozen, imgs[i : i + 1]) for i in range(len(imgs))]
+            pairs = [latents(frozen, imgs[i : i + 1]) for i in range(len(imgs))]
+            zs = [p[0] if nets.taesd is not None else p[1] for p in pairs]  # the decoder's input
             cache["z"] = zs
             sd = load_sd_vae(config, nets)["decoder"]
-            cache["sd_out"] = np.concatenate([np.asarray(sd_decode(sd, z)) for z in zs])
+            cache["sd_out"] = np.concatenate([np.asarray(sd_decode(sd, p[1])) for p in pairs])
         imgs, zs, sd_out = cache["images"], cache["z"], cache["sd_out"]
         half_out = np.concatenate([np.asarray(half(state["train"]["decoder"], z)) for z in zs])
         lp = jax.jit(lpips_fn(frozen))
@@ -576,9 +633,14 @@ def make_evaluate(config: Any, nets: Networks):
 # ----------------------------------------------------------------------------- export
 def make_export(nets: Networks):
     def export(state: State, workdir: Path) -> list[Path]:
-        """``<workdir>/half_decoder/`` (our converted folder) and ``<workdir>/halfDecoder.ckpt``."""
+        """``<workdir>/half_decoder/`` (our converted folder) and ``<workdir>/halfDecoder.ckpt``;
+        TAESD: ``<workdir>/taesd_decoder.safetensors``."""
         params = jax.tree.map(np.asarray, jax.device_get(state["train"]["decoder"]))
         workdir = Path(workdir)
+        if nets.taesd is not None:
+            from adcsr_jax.weights.taesd import EXPORT_NAME, write_taesd_decoder  # noqa: PLC0415
+
+            return [write_taesd_decoder(workdir / EXPORT_NAME, params)]
         folder = hd.save_half_decoder(workdir / "half_decoder", nets.half, params)
         ckpt = hd.write_half_decoder_ckpt(workdir / hd.CKPT_NAME, params)
         return [folder, ckpt]
@@ -608,5 +670,6 @@ def build(config: Any, mesh: Mesh) -> Stage:
             "perceptual_weight": float(config.loss.perceptual_weight),
             "decoder_init": str(config.model.decoder_init),
             "half_widths": str(nets.half.block_out_channels),
+            "decoder": "pruned" if nets.taesd is None else "taesd",
         },
     )

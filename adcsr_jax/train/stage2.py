@@ -95,13 +95,20 @@ def student_features(nets: Nets, student: Any, lq: jax.Array) -> jax.Array:
 
 
 def teacher_features(nets: Nets, frozen: Any, lq: jax.Array, text: jax.Array) -> jax.Array:
-    """``f_T``: OSEDiff one step, then the frozen half-decoder stem (fp32)."""
+    """``f_T``: OSEDiff one step, then the frozen half-decoder stem (fp32); z0 in latent space."""
+    if nets.student.feature_space == "latent":  # TAESD ablation: no half decoder
+        return OSEDiff(nets.teacher).apply(
+            {"params": frozen["teacher"]}, lq, text, method=OSEDiff.z0
+        )
     params = {**frozen["teacher"], "half_decoder": frozen["half_stem"]}
     return OSEDiff(nets.teacher).apply({"params": params}, lq, text, method=OSEDiff.features)
 
 
 def real_features(nets: Nets, frozen: Any, gt: jax.Array) -> jax.Array:
     """``f_R``: SD VAE mean of HR -> SD post_quant_conv -> frozen half-decoder stem (fp32)."""
+    if nets.student.feature_space == "latent":  # TAESD ablation: the scaled SD latent mean
+        vae = {"vae": frozen["sd_vae"]}
+        return OSEDiff(nets.teacher).apply({"params": vae}, gt, method=OSEDiff.encode_image)
     params = {"vae": frozen["sd_vae"], "half_decoder": frozen["half_stem"]}
     return OSEDiff(nets.teacher).apply({"params": params}, gt, method=OSEDiff.image_features)
 
@@ -237,25 +244,28 @@ def make_step(
 
 def load_weights(config: Any) -> Any:
     """The networks named in ``config.model`` (random seeded ones for ``source='random'``)."""
-    from adcsr_jax.weights.stage2_weights import load_stage2_weights, random_stage2_weights
+    from adcsr_jax.weights import stage2_weights as sw
 
     m = config.model
+    variant = sw.student_variant(m)  # Table B.1 ablations: model.unet / model.decoder
     if m.source == "random":
         from adcsr_jax.weights.loaders import load_vae
-        from adcsr_jax.weights.stage2_weights import read_half
 
         sd_vae = None
         if m.get("sd_vae"):
             module, params = load_vae(m.sd_vae)
             sd_vae = (module.config, jax.device_get(params))
-        half = read_half(m.half_decoder) if m.get("half_decoder") else None
-        return random_stage2_weights(m.size, int(m.seed), sd_vae=sd_vae, half_decoder=half)
+        half = sw.read_half(m.half_decoder) if m.get("half_decoder") else None
+        return sw.random_stage2_weights(
+            m.size, int(m.seed), variant, sd_vae=sd_vae, half_decoder=half
+        )
     if m.source != "files":
         raise ValueError(f"config.model.source must be 'random' or 'files', got {m.source!r}")
-    missing = [k for k in ("sd21", "osediff", "half_decoder") if not m.get(k)]
+    missing = [k for k in sw.required_files(variant) if not m.get(k)]
     if missing:
         raise ValueError(f"config.model.source='files' needs config.model.{{{', '.join(missing)}}}")
-    return load_stage2_weights(m.sd21, m.osediff, m.half_decoder, m.get("student") or None)
+    return sw.load_stage2_weights(m.sd21, m.osediff, m.get("half_decoder", ""),
+                                  m.get("student") or None, variant, m.get("taesd_decoder"))  # fmt: skip
 
 
 def load_prompt(config: Any, width: int) -> PromptWeights | None:
@@ -308,6 +318,8 @@ def disc_config(config: Any, weights: Any) -> DiscriminatorConfig:
         unet=weights.sd_unet_config,
         feature_channels=weights.student_config.feature_channels,
         rank=int(config.disc.rank),
+        conv_in=str(config.disc.get("conv_in", "full")),  # Table B.2 switches
+        finetune=str(config.disc.get("finetune", "lora")),
     )
 
 
@@ -390,12 +402,12 @@ def logical_specs(nets: Nets) -> dict[str, Any]:
     disc = discriminator_logical_axes(nets.disc)
     return {
         "train": {
-            "student": {k: student[k] for k in ("unet", "mid_block")},
+            "student": {k: student[k] for k in nets.student.trainable_keys},
             "disc": disc["trainable"],
         },
         "frozen": {
             "teacher": {"vae": teacher["vae"], "unet": teacher["unet"]},
-            "half_stem": teacher["half_decoder"],
+            "half_stem": teacher.get("half_decoder", {}),
             "sd_vae": {k: teacher["vae"][k] for k in ("encoder", "quant_conv", "post_quant_conv")},
             "student_tail": {"decoder": student["decoder"]},
             "disc": disc["frozen"],

@@ -10,6 +10,12 @@
 * Optionally an AdcSR student to fine-tune (our converted folder or ``net_params_*.pkl``; the
   half decoder then still supplies the stem).
 
+:class:`StudentVariant` selects the Table B.1 ablations (AdcSR supplement): ``unet="bk_small"``
+(BK-SDM-v2-Small's block-removed UNet at SD's widths, ``weights.bk_sdm``) and
+``decoder="taesd"`` (TAESD's tiny decoder behind a pruned UNet whose conv_out gives SD's 4 latent
+channels; no half decoder: stage 2 then distils in SD's latent space, so ``half_stem`` is empty and
+the teacher has no half decoder).
+
 :func:`random_stage2_weights` draws the same structure with seeded random weights (tiny configs
 for tests and demos, full size for benchmarks), going through the same pruning path.
 """
@@ -25,6 +31,7 @@ import numpy as np
 
 from adcsr_jax.models.adcsr import AdcSRConfig, random_params
 from adcsr_jax.models.osediff import OSEDiffConfig
+from adcsr_jax.models.taesd import TAESDConfig, abstract_taesd_params
 from adcsr_jax.models.unet import UNetConfig
 from adcsr_jax.models.vae import VAEConfig
 from adcsr_jax.weights.half_decoder import resolve_half_decoder_file
@@ -37,7 +44,11 @@ from adcsr_jax.weights.networks import (
     vae_params_from_torch,
     vae_template,
 )
-from adcsr_jax.weights.prune import student_config, student_init_state_dict
+from adcsr_jax.weights.prune import (
+    prune_unet_state_dict,
+    student_config,
+    student_init_state_dict,
+)
 
 SD_VAE_PARTS = ("encoder", "quant_conv", "post_quant_conv")  # what f_R needs of SD's VAE
 HALF_STEM = ("conv_in", "mid_block")
@@ -57,6 +68,49 @@ class Stage2Weights:
     sd_unet: dict[str, Any]  # the discriminator's base
 
 
+@dataclasses.dataclass(frozen=True)
+class StudentVariant:
+    """Which student structure stage 2 builds: ``unet`` in ``pruned`` (AdcSR: 75% channels) or
+    ``bk_small`` (BK-SDM-v2-Small blocks, full width); ``decoder`` in ``pruned`` (AdcSR's half
+    decoder) or ``taesd`` (``taesd`` = its architecture)."""
+
+    unet: str = "pruned"
+    decoder: str = "pruned"
+    taesd: TAESDConfig = TAESDConfig()
+
+    def __post_init__(self) -> None:
+        if self.unet not in ("pruned", "bk_small"):
+            raise ValueError(f"student UNet must be 'pruned' or 'bk_small', got {self.unet!r}")
+        if self.decoder not in ("pruned", "taesd"):
+            raise ValueError(f"student decoder must be 'pruned' or 'taesd', got {self.decoder!r}")
+        if self.unet == "bk_small" and self.decoder == "taesd":
+            raise ValueError("Table B.1 has no block-removed UNet with the tiny decoder")
+
+
+DEFAULT_VARIANT = StudentVariant()
+
+
+def student_variant(model: Any) -> StudentVariant:
+    """The variant a stage-2 ``config.model`` names (``unet``, ``decoder``; absent = AdcSR's)."""
+    get = model.get if hasattr(model, "get") else lambda k, d=None: getattr(model, k, d)
+    taesd = TAESDConfig(
+        channels=int(get("taesd_channels", 64)),
+        num_blocks=tuple(get("taesd_num_blocks", (3, 3, 3, 1))),
+    )
+    return StudentVariant(
+        unet=str(get("unet", "pruned")), decoder=str(get("decoder", "pruned")), taesd=taesd
+    )
+
+
+def required_files(variant: StudentVariant) -> tuple[str, ...]:
+    """The ``config.model`` fields ``source='files'`` needs for ``variant``."""
+    last = "taesd_decoder" if variant.decoder == "taesd" else "half_decoder"
+    return ("sd21", "osediff", last)
+
+
+TINY_TAESD = TAESDConfig(channels=16)
+
+
 def tiny_configs() -> tuple[UNetConfig, VAEConfig, VAEConfig]:
     """(SD UNet, SD VAE, half decoder) configs of the tiny structure (the test networks')."""
     unet = UNetConfig(
@@ -72,22 +126,57 @@ def full_configs() -> tuple[UNetConfig, VAEConfig, VAEConfig]:
     return UNetConfig(), VAEConfig(), VAEConfig(block_out_channels=(64, 128, 256, 256))
 
 
-def _student_from(
-    sd_unet_torch: dict[str, np.ndarray],
-    half_torch: dict[str, np.ndarray],
-    unet_config: UNetConfig,
-    half_config: VAEConfig,
-) -> tuple[AdcSRConfig, dict[str, Any]]:
-    """AdcSR's init: pruned SD UNet + the half decoder's mid block (trainable) and tail."""
+def variant_student_config(
+    unet_config: UNetConfig, half_config: VAEConfig | None, variant: StudentVariant
+) -> AdcSRConfig:
+    """The student's architecture for an SD UNet, a half decoder and a variant (no weights)."""
+    ratio = 1.0 if variant.unet == "bk_small" else 0.75
+    decoder_widths = half_config.decoder_widths if half_config is not None else (64, 128, 256, 256)
     config = student_config(
         unet_config.block_out_channels,
         unet_config.num_attention_heads,
-        decoder_block_out_channels=half_config.decoder_widths,
+        ratio,
+        decoder_block_out_channels=decoder_widths,
     )
-    sd = student_init_state_dict(sd_unet_torch, half_torch)
+    if variant.unet == "bk_small":
+        config = config.replace(layers_per_block=1, unet_mid_block=False)
+    if variant.decoder == "taesd":
+        t = variant.taesd
+        config = config.replace(decoder_type="taesd", latent_channels=t.latent_channels,
+                                taesd_channels=t.channels, taesd_num_blocks=t.num_blocks)  # fmt: skip
+    return config
+
+
+def _student_from(
+    sd_unet_torch: dict[str, np.ndarray],
+    half_torch: dict[str, np.ndarray] | None,
+    unet_config: UNetConfig,
+    half_config: VAEConfig | None,
+    variant: StudentVariant = DEFAULT_VARIANT,
+    taesd_params: dict[str, Any] | None = None,
+) -> tuple[AdcSRConfig, dict[str, Any]]:
+    """AdcSR's init: pruned SD UNet + the half decoder's mid block (trainable) and tail; or a
+    Table B.1 variant (BK-SDM-Small blocks at ratio 1.0, or TAESD's decoder behind a UNet with
+    a 4-channel conv_out)."""
     from adcsr_jax.weights.adcsr_ckpt import student_params_from_torch
 
-    return config, student_params_from_torch(sd, config, source="pruned SD UNet + half decoder")
+    config = variant_student_config(unet_config, half_config, variant)
+    ratio = 1.0 if variant.unet == "bk_small" else 0.75
+    if variant.unet == "bk_small":
+        from adcsr_jax.weights.bk_sdm import bk_small_state_dict
+
+        sd_unet_torch = bk_small_state_dict(sd_unet_torch)
+    if variant.decoder == "taesd":
+        if taesd_params is None:
+            raise ValueError("the TAESD student needs TAESD decoder params")
+        unet = prune_unet_state_dict(sd_unet_torch, ratio, 12, variant.taesd.latent_channels)
+        sd = {f"unet.{k}": v for k, v in unet.items()}
+        sd.update({f"decoder.{k}": v for k, v in params_to_torch(taesd_params).items()})
+        return config, student_params_from_torch(sd, config, source="pruned SD UNet + TAESD")
+    sd = student_init_state_dict(sd_unet_torch, half_torch, ratio)
+    return config, student_params_from_torch(
+        sd, config, source=f"{variant.unet} SD UNet + half decoder"
+    )
 
 
 def _assemble(
@@ -100,17 +189,22 @@ def _assemble(
     teacher_vae: dict[str, Any],
     vae_config: VAEConfig,
     student: tuple[AdcSRConfig, dict[str, Any]] | None = None,
+    variant: StudentVariant = DEFAULT_VARIANT,
+    taesd_params: dict[str, Any] | None = None,
 ) -> Stage2Weights:
     if student is None:
         student = _student_from(params_to_torch(sd_unet), params_to_torch(half),
-                                sd_unet_config, half_config)  # fmt: skip
-    teacher_config = OSEDiffConfig(unet=sd_unet_config, vae=vae_config, half_decoder=half_config)
+                                sd_unet_config, half_config, variant, taesd_params)  # fmt: skip
+    latent = student[0].feature_space == "latent"  # no half decoder anywhere (TAESD variant)
+    teacher_config = OSEDiffConfig(
+        unet=sd_unet_config, vae=vae_config, half_decoder=None if latent else half_config
+    )
     return Stage2Weights(
         student_config=student[0],
         student=student[1],
         teacher_config=teacher_config,
         teacher={"vae": teacher_vae, "unet": teacher_unet},
-        half_stem={k: half[k] for k in HALF_STEM},
+        half_stem={} if latent else {k: half[k] for k in HALF_STEM},
         sd_vae={k: sd_vae[k] for k in SD_VAE_PARTS},
         sd_unet_config=sd_unet_config,
         sd_unet=sd_unet,
@@ -132,6 +226,7 @@ def read_half(path: str | Path) -> tuple[VAEConfig, dict[str, Any]]:
 def random_stage2_weights(
     size: str = "tiny",
     seed: int = 0,
+    variant: StudentVariant | None = None,
     *,
     sd_vae: tuple[VAEConfig, dict[str, Any]] | None = None,
     half_decoder: tuple[VAEConfig, dict[str, Any]] | None = None,
@@ -140,10 +235,12 @@ def random_stage2_weights(
 
     SD UNet, SD VAE, half decoder, teacher UNet and teacher VAE are drawn independently
     (``models.adcsr.random_params``); the student is pruned from the SD UNet and takes the half
-    decoder's mid block and tail, as in AdcSR. ``sd_vae`` / ``half_decoder``: (config, params)
-    used instead of drawing them, e.g. the VAE a tiny stage 1 ran on and the decoder it trained
-    (the teacher's VAE is then drawn with ``sd_vae``'s config).
+    decoder's mid block and tail, as in AdcSR. ``variant``: a Table B.1 ablation (random TAESD
+    decoder, 16 channels at ``tiny``). ``sd_vae`` / ``half_decoder``: (config, params) used
+    instead of drawing them, e.g. the VAE a tiny stage 1 ran on and the decoder it trained (the
+    teacher's VAE is then drawn with ``sd_vae``'s config).
     """
+    variant = variant or DEFAULT_VARIANT
     if size not in ("tiny", "full"):
         raise ValueError(f"stage-2 network size must be 'tiny' or 'full', got {size!r}")
     unet_cfg, vae_cfg, half_cfg = tiny_configs() if size == "tiny" else full_configs()
@@ -159,7 +256,13 @@ def random_stage2_weights(
         half = np_tree(random_params(decoder_template(half_cfg), seed + 2))
     t_unet = np_tree(random_params(unet_template(unet_cfg), seed + 3))
     t_vae = np_tree(random_params(vae_template(vae_cfg), seed + 4))
-    return _assemble(unet_cfg, sd_unet, sd_vae, half_cfg, half, t_unet, t_vae, vae_cfg)
+    taesd = None
+    if variant.decoder == "taesd":
+        if size == "tiny" and variant.taesd == TAESDConfig():
+            variant = dataclasses.replace(variant, taesd=TINY_TAESD)
+        taesd = np_tree(random_params(abstract_taesd_params(variant.taesd), seed + 5))
+    return _assemble(unet_cfg, sd_unet, sd_vae, half_cfg, half, t_unet, t_vae, vae_cfg,
+                     variant=variant, taesd_params=taesd)  # fmt: skip
 
 
 def stage2_weights_from_torch(
@@ -205,18 +308,33 @@ def load_stage2_weights(
     osediff: str | Path,
     half_decoder: str | Path,
     student: str | Path | None = None,
+    variant: StudentVariant | None = None,
+    taesd_decoder: str | Path | None = None,
 ) -> Stage2Weights:
     """Read the stage-2 start (see the module docstring); errors name the file and what is missing.
 
     ``osediff``: a converted teacher folder, or either ``osediff.pkl`` layout.
     ``student``: ``None`` (prune SD 2.1-base, AdcSR's recipe), a converted AdcSR folder or a
-    ``net_params_*.pkl`` (fine-tuning).
+    ``net_params_*.pkl`` (fine-tuning). ``variant`` (Table B.1): ``bk_small`` prunes nothing
+    and removes BK-SDM-Small's blocks; ``taesd`` reads ``taesd_decoder`` (TAESD's published
+    ``taesd_decoder.pth``, an ``AutoencoderTiny`` file, or stage 1's export) instead of a half
+    decoder (``half_decoder`` is then not read).
     """
+    variant = variant or DEFAULT_VARIANT
     from adcsr_jax.weights.osediff_ckpt import convert_osediff, read_sd21
 
-    half_decoder = resolve_half_decoder_file(half_decoder)  # a file or a stage-1 workdir
     unet_cfg, unet_sd, vae_cfg, vae_sd = read_sd21(sd21)
-    half_cfg, half = read_half(half_decoder)
+    taesd = half_sd = half_cfg = half = None
+    if variant.decoder == "taesd":
+        from adcsr_jax.weights.taesd import load_taesd_decoder
+
+        if not taesd_decoder:
+            raise ValueError("the TAESD student needs config.model.taesd_decoder (a file)")
+        _, taesd = load_taesd_decoder(taesd_decoder, variant.taesd)
+    else:
+        half_decoder = resolve_half_decoder_file(half_decoder)  # a file or a stage-1 workdir
+        half_cfg, half = read_half(half_decoder)
+        half_sd = params_to_torch(half)
     osediff = Path(osediff)
     if osediff.is_dir():
         from adcsr_jax.weights.adcsr_ckpt import read_converted_meta, read_converted_params
@@ -229,7 +347,7 @@ def load_stage2_weights(
     if t_cfg.unet != unet_cfg or t_cfg.vae.block_out_channels != vae_cfg.block_out_channels:
         raise ValueError(f"{osediff}: the teacher's UNet/VAE configs differ from {sd21}'s")
     if student is None:
-        pruned = _student_from(unet_sd, params_to_torch(half), unet_cfg, half_cfg)
+        pruned = _student_from(unet_sd, half_sd, unet_cfg, half_cfg, variant, taesd)
     else:
         pruned = _read_student(Path(student), Path(half_decoder), None)
     sd_unet = unet_params_from_torch(unet_sd, unet_cfg, source=f"{sd21}/unet", consume=True)
@@ -240,9 +358,13 @@ def load_stage2_weights(
 
 __all__ = [
     "Stage2Weights",
+    "StudentVariant",
     "full_configs",
     "load_stage2_weights",
     "random_stage2_weights",
+    "required_files",
+    "student_variant",
     "stage2_weights_from_torch",
     "tiny_configs",
+    "variant_student_config",
 ]
