@@ -20,7 +20,9 @@ from tests.train.subprocess_env import REPO, train_env
 
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
-pytestmark = pytest.mark.slow  # three tiny stage-1 runs (about 320 steps): 10 min on a busy 2-core CPU
+pytestmark = (
+    pytest.mark.slow
+)  # three tiny stage-1 runs (about 320 steps): 10 min on a busy 2-core CPU
 
 CONFIG = REPO / "configs" / "stage1.py"
 KILL_AFTER_CKPT = 50  # tiny: checkpoints every 50 steps, D from step 100, evals at 100 and 200
@@ -101,7 +103,8 @@ def test_sigkill_and_restart_give_the_uninterrupted_losses(
     assert proc.returncode == -signal.SIGKILL
     assert Checkpoints(tmp_path / "checkpoints").latest_step() == KILL_AFTER_CKPT
     assert max(_series(tmp_path, "loss/rec")) >= KILL_AFTER_CKPT
-    _run(tmp_path, compile_cache, f"--config.total_steps={RESUMED_TOTAL}")
+    out = _run(tmp_path, compile_cache, f"--config.total_steps={RESUMED_TOTAL}")
+    assert f"resumed from step {KILL_AFTER_CKPT} (" in out.stderr
     # each run writes its compile record at its first step: the restart began after step 50
     starts = [r["step"] for r in loop.read_metrics(tmp_path) if "compile/flops_per_device" in r]
     assert starts == [1, KILL_AFTER_CKPT + 1]
