@@ -54,7 +54,11 @@ statistics are kept in ``train.disc_batch_stats`` as torch's ``BatchNorm2d`` kee
 as in ldm).
 
 Expected on 8 x A100-80G (not measured here): the stage-1 step at batch 24 x 512^2 fits with
-``micro_batches`` 2 in fp32. CPU figures: ``scripts/bench_train_stage1.py``.
+``micro_batches`` 2 in fp32. CPU figures (``flock /tmp/adcsr-heavy.lock env PYTHONPATH=$PWD
+python scripts/bench_train_stage1.py --steps 3 --repeats 1``: full-size networks, batch 1, 256^2
+crops, fp32, disc_start 0, this 2-core CPU with other work running niced): Flax 10.1 s/step
+(first step 26 s incl. compile; 1.1 TFLOP per step), peak RSS 3.6 GB; torch reference 25.7
+s/step, 2.4 GB; Flax / torch time 0.39x.
 """
 
 from __future__ import annotations

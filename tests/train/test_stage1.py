@@ -199,9 +199,16 @@ def test_export_writes_both_layouts(built, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_one_device_equals_eight(built) -> None:
+@pytest.mark.parametrize("base_lr", [5e-5, 1e-12], ids=["lr4e-4", "lr0"])
+def test_one_device_equals_eight(built, base_lr) -> None:
     """jit over a (data 4, fsdp 2) mesh: BatchNorm statistics are those of the global batch, so
-    the sharded step equals the single-device one (taming's per-GPU DDP BatchNorm would not)."""
+    the sharded step equals the single-device one (taming's per-GPU DDP BatchNorm would not).
+
+    D's phase reads the decoder *after* Adam's first update (ldm's order), which is about
+    ``lr * sign(grad)``: gradients at the fp32 noise floor flip sign between 1 and 8 devices, so
+    at lr 4e-4 D's inputs differ slightly (measured: ``d/logits_fake`` by 5e-4 relative). With
+    lr ~ 0 (``lr0``: updates below fp32 resolution) D sees the same decoder and every metric
+    must agree at rtol 1e-5."""
     from jax.sharding import NamedSharding, PartitionSpec
 
     from adcsr_jax.sharding import batch_sharding
@@ -211,6 +218,7 @@ def test_one_device_equals_eight(built) -> None:
     config, _, _, state0 = built
     config = small_config()
     config.data.batch_size = 8
+    config.optim.base_lr = base_lr
     rng = np.random.default_rng(3)
     gt = jnp.asarray(rng.uniform(0, 1, (8, 32, 32, 3)).astype(np.float32))
     results = []
@@ -226,10 +234,15 @@ def test_one_device_equals_eight(built) -> None:
         new, metrics = step(state, batch, jax.random.key(0))
         results.append(jax.tree.map(np.asarray, (new["train"], metrics)))
     (t1, m1), (t8, m8) = results
-    for key in m1:  # D's phase runs on the updated decoder, downstream of Adam's sign flips
+    bad = {}
+    for key in m1:
         d_phase = key in ("loss/d", "d/logits_real", "d/logits_fake", "grad_norm/d")
-        rtol = 1e-4 if d_phase else 1e-5
-        np.testing.assert_allclose(m8[key], m1[key], rtol=rtol, atol=1e-7, err_msg=key)
+        rtol = 2e-3 if d_phase and base_lr > 1e-9 else 1e-5
+        if key.startswith("grad_norm/"):  # norms of sums over the batch split 4 ways
+            rtol = max(rtol, 1e-4)
+        if not np.allclose(m8[key], m1[key], rtol=rtol, atol=1e-7):
+            bad[key] = (float(m1[key]), float(m8[key]), rtol)
+    assert not bad, bad
     # Adam's first step is ~lr * sign(grad): gradients at the fp32 noise floor (other reduction
     # order on 8 devices) may flip; at most 0.1% of the elements, by at most 2 lr.
     lr = stage1.learning_rate(config)
@@ -243,4 +256,4 @@ def test_one_device_equals_eight(built) -> None:
     for a, b in zip(
         jax.tree.leaves(t1["disc_batch_stats"]), jax.tree.leaves(t8["disc_batch_stats"])
     ):
-        close(b, a, rtol=1e-4, atol=1e-6)
+        close(b, a, rtol=1e-4, atol=2e-5 if base_lr > 1e-9 else 1e-6)  # D's fake batch: as above

@@ -103,7 +103,8 @@ def test_sigkill_and_restart_give_the_uninterrupted_losses(
     assert proc.returncode == -signal.SIGKILL
     assert Checkpoints(tmp_path / "checkpoints").latest_step() == KILL_AFTER_CKPT
     assert max(_series(tmp_path, "loss/rec")) >= KILL_AFTER_CKPT
-    _run(tmp_path, compile_cache, f"--config.total_steps={RESUMED_TOTAL}")
+    out = _run(tmp_path, compile_cache, f"--config.total_steps={RESUMED_TOTAL}")
+    assert f"resumed from step {KILL_AFTER_CKPT} (" in out.stderr
     # each run writes its compile record at its first step: the restart began after step 50
     starts = [r["step"] for r in loop.read_metrics(tmp_path) if "compile/flops_per_device" in r]
     assert starts == [1, KILL_AFTER_CKPT + 1]
