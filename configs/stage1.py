@@ -15,8 +15,9 @@ takes the workdir itself or that file: ``--config.model.half_decoder=/tmp/stage1
 ``tiny``: random SD-VAE-shaped networks (SD widths 64/64/128/128, half decoder 32/32/64/64 =
 ``AdcSRConfig.tiny``'s decoder), random LPIPS-VGG weights, 32 px crops of the bundled sample
 photos (``adcsr_jax.data.sample_set``), batch 4, 200 steps, D from step 100, checkpoints every
-50, validation (PSNR/LPIPS of half vs SD decoder on 64 px centre crops, grid) at 100 and 200. Its
-validation images (chelsea, coffee) are also among the training photos. Measured from a fresh
+50, validation (PSNR/LPIPS of half vs SD decoder on 64 px centre crops, grid) at 100 and 200 on
+the two held-out photos (chelsea, coffee: ``sample:val``; training reads ``sample:train``, the
+other five). Measured from a fresh
 workdir on this 2-core CPU (``/usr/bin/time -v python -m adcsr_jax train --config
 configs/stage1.py:tiny --workdir DIR``): first step after about 20 s (imports, init, compile
 of the step: XLA reports 13.5 GFLOP per step), then 1.4-1.6 steps/s alone on the machine (0.5
@@ -135,7 +136,7 @@ def stage_fields(c: ml_collections.ConfigDict) -> None:
 
 def tiny(c: ml_collections.ConfigDict) -> None:
     c.total_steps = 200
-    c.data.source = "sample"
+    c.data.source = "sample:train"  # all but the validation photos
     c.data.batch_size = 4
     c.data.crop = 32
     c.data.num_workers = 2

@@ -84,7 +84,6 @@ log = logging.getLogger(__name__)
 
 NAME = "stage1"
 SAMPLE_PREFIX = "sample:"
-SAMPLE_VAL = ("chelsea", "coffee")  # held out of "sample:train"
 # torchvision VGG16 ``features`` conv widths (LPIPS-VGG's backbone), for random tiny weights.
 VGG16_CONVS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 LPIPS_VGG_TAPS = (64, 128, 256, 512, 512)
@@ -542,18 +541,12 @@ def resolve_image_dir(spec: str) -> Path:
     split = spec[len(SAMPLE_PREFIX) :]
     if split not in ("train", "val"):
         raise ValueError(f"{spec!r}: expected 'sample:train' or 'sample:val'")
-    from adcsr_jax.data.sample_set import sample_images  # noqa: PLC0415
+    from adcsr_jax.data.sample_set import write_sample_images  # noqa: PLC0415
     from adcsr_jax.weights.metrics import default_cache_dir  # noqa: PLC0415
 
-    root = default_cache_dir() / "sample_images"
-    folder = root / split
+    folder = default_cache_dir() / "sample_images" / split
     if not folder.is_dir() or not any(folder.iterdir()):
-        from PIL import Image  # noqa: PLC0415
-
-        for name, img in sample_images().items():
-            dest = root / ("val" if name in SAMPLE_VAL else "train")
-            dest.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.ascontiguousarray(img[..., :3])).save(dest / f"{name}.png")
+        write_sample_images(folder, split)
     return folder
 
 
