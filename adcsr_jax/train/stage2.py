@@ -553,7 +553,9 @@ def make_evaluate(
         result = evaluate_folder(
             sr_dir, hr_dir, metrics=list(ev.metrics), workdir=out,
             weights_dir=ev.get("weights_dir") or None, progress=False,
-        )  # fmt: skip
+            dataset=ev.lr_dir if ev.lr_dir == "sample:val" else lr_dir.parent.name,
+            method=f"AdcSR student ({config.get('variant', '')}, step {step})",
+        )  # the summary table in eval/step_N names the variant  # fmt: skip
         for name, reason in result.skipped.items():
             log.warning("eval: %s skipped: %s", name, reason)
         return {f"eval/{k}": float(v) for k, v in result.summary.items()}, grids

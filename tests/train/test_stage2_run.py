@@ -88,6 +88,8 @@ def test_tiny_run_evaluates_and_exports_a_student_that_infer_runs(ref, tmp_path)
     assert {"prompt/tags_per_image", "d/logit_real", "grad_norm/g", "lr/g"} <= set(logged[-1])
     assert sorted(_losses(workdir)) == list(range(1, STEPS + 1))
     assert len(list((workdir / "eval" / f"step_{STEPS}" / "sr").glob("*.png"))) == 2
+    summary = (workdir / "eval" / f"step_{STEPS}" / "summary.md").read_text()
+    assert f"| sample:val | AdcSR student (tiny, step {STEPS}) |" in summary
 
     student = workdir / "student"
     assert read_converted_meta(student, "adcsr")["config"]
