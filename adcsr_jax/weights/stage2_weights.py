@@ -323,6 +323,8 @@ def load_stage2_weights(
     variant = variant or DEFAULT_VARIANT
     from adcsr_jax.weights.osediff_ckpt import convert_osediff, read_sd21
 
+    if variant.decoder != "taesd":  # a file or a stage-1 workdir; checked before anything is read
+        half_decoder = resolve_half_decoder_file(half_decoder)
     unet_cfg, unet_sd, vae_cfg, vae_sd = read_sd21(sd21)
     taesd = half_sd = half_cfg = half = None
     if variant.decoder == "taesd":
@@ -332,7 +334,6 @@ def load_stage2_weights(
             raise ValueError("the TAESD student needs config.model.taesd_decoder (a file)")
         _, taesd = load_taesd_decoder(taesd_decoder, variant.taesd)
     else:
-        half_decoder = resolve_half_decoder_file(half_decoder)  # a file or a stage-1 workdir
         half_cfg, half = read_half(half_decoder)
         half_sd = params_to_torch(half)
     osediff = Path(osediff)

@@ -85,7 +85,9 @@ def test_scores_match_pyiqa(tiny):
     metric = maniqa.MANIQA(params, cfg, batch_size=2, crop_chunk=8)  # chunks span both images
     for key in ("a", "b"):  # a: 200x232 (bilinear upscale path), b: 240x256
         got = metric(_nhwc(data[f"input_{key}"]))
-        np.testing.assert_allclose(got, data[f"score_{key}"], atol=TOL, rtol=0)
+        # scores ~13: fp32 accumulation order differs between CPUs (1.1e-4 = 8.6e-6 relative
+        # measured on this project's 2026-12-02 machine), hence the relative bound as well
+        np.testing.assert_allclose(got, data[f"score_{key}"], atol=TOL, rtol=2e-5)
 
 
 def test_full_size_checkpoint_layout_converts():
