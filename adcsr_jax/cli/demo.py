@@ -172,6 +172,13 @@ def _check_packages(train: bool) -> None:
             raise CommandError(f"needs {module} ({why}): pip install -e '.[{extra}]'")
 
 
+def _devices_for(batch: int) -> int:
+    """The most local devices the batch splits over evenly (the tiny batches are 2 and 4)."""
+    import jax  # noqa: PLC0415
+
+    return max(d for d in range(1, jax.device_count() + 1) if batch % d == 0)
+
+
 def _train(demo: Demo, config_file: str, name: str, overrides: list[str]) -> dict[str, Any]:
     """One training stage through the engine (resumes from DIR/<name>/checkpoints)."""
     from adcsr_jax.train import loop  # noqa: PLC0415
@@ -179,6 +186,7 @@ def _train(demo: Demo, config_file: str, name: str, overrides: list[str]) -> dic
 
     variant = "full" if demo.real else "tiny"
     config = load_config(f"{demo.configs / config_file}:{variant}", overrides)
+    config.mesh.num_devices = _devices_for(int(config.data.batch_size))
     result = loop.train(config, demo.dir(name))
     if result.stopped != "done":
         raise KeyboardInterrupt(f"{name} stopped at step {result.step} ({result.stopped})")

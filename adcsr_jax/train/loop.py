@@ -268,6 +268,18 @@ def config_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
     return shd.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
 
 
+def check_batch_split(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+    """The global batch must split evenly over the (data, fsdp) devices it is placed on."""
+    split = int(mesh.shape["data"]) * int(mesh.shape["fsdp"])
+    batch = int(config.data.batch_size)
+    if batch % split:
+        raise ValueError(
+            f"config.data.batch_size={batch} does not split over the mesh's data x fsdp = "
+            f"{split} devices ({dict(mesh.shape)}); give a multiple of {split}, or fewer "
+            "devices with --config.mesh.num_devices=N (or mesh.data / mesh.tensor)"
+        )
+
+
 def check_state(stage: Stage, state: Any, source: str) -> None:
     """``state`` must be ``{"train", "frozen"}`` (the contract of ``stage.py``)."""
     if not isinstance(state, dict) or set(state) != {"train", "frozen"}:
@@ -506,6 +518,7 @@ def _train(
 
     # ----------------------------------------------------------------------- mesh
     mesh = config_mesh(config)
+    check_batch_split(config, mesh)
     log.info("mesh %s on %d processes", dict(mesh.shape), jax.process_count())
 
     # ----------------------------------------------------------------------- model

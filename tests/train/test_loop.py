@@ -279,3 +279,13 @@ def test_two_processes_write_per_process_data_states_and_resume_on_one(
     got = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[7:])
     assert got["start_step"] == STEPS and got["step"] == 8
     assert "the sample order changes" in out.stderr
+
+
+def test_a_batch_that_does_not_split_over_the_mesh_is_named(images, tmp_path):
+    import jax
+
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 simulated devices")
+    config = _config("8dev", images, "--config.data.batch_size=6")
+    with pytest.raises(ValueError, match=r"batch_size=6 does not split over .* = 8 devices"):
+        loop.train(config, tmp_path)
