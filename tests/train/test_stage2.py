@@ -89,6 +89,7 @@ def _compile(step, state, batch):
 @pytest.fixture(scope="module")
 def base(torch_nets):
     config = get_config("tiny")
+    config.optim.lr_g = 1e-4  # train.py's (the torch reference's); tiny trains at 1e-3
     nets, state = _flax_state(config, torch_nets)
     batch = {"lr": jnp.asarray(LQ), "gt": jnp.asarray(GT)}
     step = _compile(stage2.make_step(config, nets), state, batch)
