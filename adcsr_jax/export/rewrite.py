@@ -10,7 +10,8 @@ and ``SELECT`` (inside exact-erf GELU) have no 16x8 kernel at all, so conversion
   a matmul with a constant ones vector (``FULLY_CONNECTED``; int8 weights hold 1 exactly),
   in two stages when the reduced size is large, to keep the constants small;
 - softmax (``exp(a) / sum(exp(a))``) is left alone, so that the converter fuses it into
-  TFLite's ``SOFTMAX``, whose int16 kernel normalises in fixed point. The decomposed form
+  TFLite's ``SOFTMAX`` (over one token it is the constant 1, which the converter would leave
+  as a ``DIV``), whose int16 kernel normalises in fixed point. The decomposed form
   needs a LOG (or RSQRT) table over the denominator's [1, tokens] range, and int16 tables are
   coarse at the bottom of their range (measured: LOG off by 1.8 near 1 over [0.5, 300]);
 - ``rsqrt`` of a statistic (anything computed from a rewritten reduction: GroupNorm /
@@ -201,6 +202,10 @@ def _rule_div(vals, infos, params):
         )
         return x * inverse, keep
     if infos[1].softmax_of is not None and infos[1].softmax_of is x:
+        if x.shape == y.shape:
+            # A softmax over one token (attention at 1 x 1 latent pixels): exp(a) / exp(a) is
+            # exactly 1, and the converter cannot fuse a one-element SOFTMAX, leaving a DIV.
+            return jnp.ones_like(x), _Info(positive=True)
         return None  # exp(a) / sum(exp(a)): left for the converter's SOFTMAX fusion
     if not infos[1].positive:
         return None

@@ -75,6 +75,21 @@ def test_rewrite_equals_original_in_float(make, request) -> None:
     assert not any(_infinite_max(e) for e in _eqns(quant_friendly(fn), x))
 
 
+def test_softmax_over_one_token_is_one_and_leaves_no_division() -> None:
+    """Attention over a 1 x 1 latent (the tiny student at LR 16): a one-element softmax, which
+    TFLite cannot fuse into SOFTMAX, so its DIV broke the W8A16 conversion."""
+
+    def fn(x):
+        q = x.reshape(2, 1, 16)
+        return multi_head_attention(q, q * 0.5, q + 1.0, 4)
+
+    x = jax.random.normal(jax.random.key(2), (2, 1, 1, 16))
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(quant_friendly(fn))(x)), np.asarray(jax.jit(fn)(x)), rtol=0, atol=1e-6
+    )
+    assert "div" not in primitive_counts(quant_friendly(fn), x)
+
+
 def _eqns(fn, *args):
     return jax.make_jaxpr(fn)(*args).jaxpr.eqns
 
