@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("matmul-peak", "tiny", "flax", "torch")
+PARTS = ("matmul-peak", "tiny", "tiny-prompt", "flax", "torch", "prompt")
 
 
 def _peak_rss_mb() -> float:
@@ -67,7 +67,41 @@ def _flops(compiled) -> float | None:
     return float(cost.get("flops", 0.0)) or None
 
 
-def _flax_steps(variant: str, size: str, lr: int, batch: int, args: argparse.Namespace) -> dict:
+def _timed(fn, args: argparse.Namespace) -> list[float]:
+    """Seconds per call of ``fn`` (which blocks until its result is ready) after warm-up."""
+    times = []
+    for i in range(args.warmup + args.iters):
+        t0 = time.perf_counter()
+        fn()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def _prompt_fn(prompt):
+    """Jitted ``(tagger params, text params, lr01) -> (B, 77, D)``: ``stage2.batch_prompts``'
+    path (DAPE tags of each LR through the text encoder), as its own program."""
+    import dataclasses
+
+    import jax
+
+    from adcsr_jax.models.tagger import prompt_embeddings_on_device
+
+    def embed(tagger_params, text_params, lr01):
+        tagger = dataclasses.replace(prompt.tagger, params=tagger_params)
+        return prompt_embeddings_on_device(
+            tagger, prompt.tag_tokens, (prompt.text_module, text_params), lr01
+        )
+
+    fn = jax.jit(embed)
+    return lambda lr01: fn(prompt.tagger.params, prompt.text_params, lr01).block_until_ready()
+
+
+def _flax_steps(
+    variant: str, size: str, lr: int, batch: int, args: argparse.Namespace, in_step: bool = False
+) -> dict:
+    """The stage-2 step with one fixed prompt embedding (as the torch part is given), or with
+    ``in_step`` the config's prompt path (tagger + text encoder) inside the jitted step."""
     import jax
 
     from adcsr_jax.train import stage2
@@ -79,8 +113,10 @@ def _flax_steps(variant: str, size: str, lr: int, batch: int, args: argparse.Nam
     config.conv_matmul_max_pixels = args.conv_matmul_pixels
     t0 = time.perf_counter()
     weights = random_stage2_weights(size, seed=0)
-    nets = stage2.build_nets(config, weights)
-    state = stage2.init_state(config, weights, nets, jax.random.key(0))
+    width = weights.teacher_config.unet.cross_attention_dim
+    prompt = stage2.load_prompt(config, width) if in_step else None
+    nets = stage2.build_nets(config, weights, prompt)
+    state = stage2.init_state(config, weights, nets, jax.random.key(0), prompt)
     del weights
     state = jax.device_put(state)
     init_s = time.perf_counter() - t0
@@ -90,15 +126,20 @@ def _flax_steps(variant: str, size: str, lr: int, batch: int, args: argparse.Nam
     compiled = jax.jit(stage2.make_step(config, nets), donate_argnums=0).lower(state, data, key)
     compiled = compiled.compile()
     compile_s = time.perf_counter() - t0
-    times = []
-    for i in range(args.warmup + args.iters):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state, data, key)
-        jax.block_until_ready(metrics)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    return {"times_s": times, "flops": _flops(compiled), "compile_s": compile_s,
-            "init_s": init_s, "loss_g": float(metrics["loss/g"])}  # fmt: skip
+    out = {}
+
+    def one_step():
+        nonlocal state
+        state, out["metrics"] = compiled(state, data, key)
+        jax.block_until_ready(out["metrics"])
+
+    times = _timed(one_step, args)
+    result = {"times_s": times, "flops": _flops(compiled), "compile_s": compile_s,
+              "init_s": init_s, "loss_g": float(out["metrics"]["loss/g"])}  # fmt: skip
+    if prompt is not None:  # the same prompt path as a separate program, for the comparison
+        alone = _prompt_fn(prompt)
+        result["prompt_alone_s"] = statistics.median(_timed(lambda: alone(data["lr"]), args))
+    return result
 
 
 def bench_flax(args: argparse.Namespace) -> dict:
@@ -110,6 +151,29 @@ def bench_tiny(args: argparse.Namespace) -> dict:
     out = _flax_steps("tiny", "tiny", config.data.crop // 4, config.data.batch_size, args)
     out["steps_per_s"] = 1.0 / statistics.median(out["times_s"])
     return out
+
+
+def bench_tiny_prompt(args: argparse.Namespace) -> dict:
+    """The tiny step with its tagger and text encoder inside the step (``prompt.source=tagger``),
+    and the same prompt path alone: in-step against computing the prompts per batch first."""
+    config = _config("tiny")
+    lr, batch = config.data.crop // 4, config.data.batch_size
+    return _flax_steps("tiny", "tiny", lr, batch, args, in_step=True)
+
+
+def bench_prompt(args: argparse.Namespace) -> dict:
+    """The full-size prompt path (RAM Swin-L + tagging head at 384, SD 2.1's text encoder) on
+    the full step's LR batch, as its own program: its share of a step with prompts."""
+    import jax
+
+    from adcsr_jax.weights.prompt_weights import random_prompt_weights
+
+    t0 = time.perf_counter()
+    prompt = random_prompt_weights(1024, seed=0, full=True)
+    init_s = time.perf_counter() - t0
+    fn = _prompt_fn(prompt)
+    lr = jax.device_put(_batch(args.lr, 1)["lr"])
+    return {"times_s": _timed(lambda: fn(lr), args), "init_s": init_s}
 
 
 def bench_torch(args: argparse.Namespace) -> dict:
@@ -168,6 +232,7 @@ def bench_matmul_peak(args: argparse.Namespace) -> dict:
 
 def run_part(args: argparse.Namespace) -> None:
     fn = {"flax": bench_flax, "torch": bench_torch, "tiny": bench_tiny,
+          "tiny-prompt": bench_tiny_prompt, "prompt": bench_prompt,
           "matmul-peak": bench_matmul_peak}[args.part]  # fmt: skip
     result = fn(args)
     result.update(part=args.part, peak_rss_mb=_peak_rss_mb(),
@@ -195,6 +260,18 @@ def summarise(results: dict[str, list[dict]]) -> list[str]:
             lines.append(f"{name:6s} {r['median_s']:.2f} s/step (runs "
                          f"{[round(t, 2) for t in r['times_s']]}), peak RSS "
                          f"{r['peak_rss_mb'] / 1024:.2f} GB, init {r['init_s']:.0f} s{comp}{extra}")  # fmt: skip
+    if results.get("flax") and results.get("prompt"):
+        f = statistics.median(r["median_s"] for r in results["flax"])
+        p = statistics.median(r["median_s"] for r in results["prompt"])
+        lines.append(f"prompt path: {p:.2f} s per batch = {100 * p / (f + p):.0f}% of a full "
+                     f"step with per-image prompts ({f + p:.2f} s)")  # fmt: skip
+    if results.get("tiny") and results.get("tiny-prompt"):
+        fixed = statistics.median(r["median_s"] for r in results["tiny"])
+        r = results["tiny-prompt"][-1]
+        cached = fixed + r["prompt_alone_s"]
+        lines.append(f"tiny, prompts in the step: {r['median_s']:.3f} s/step; computed per batch "
+                     f"first: {r['prompt_alone_s']:.3f} + {fixed:.3f} = {cached:.3f} s "
+                     f"(in-step / per-batch {r['median_s'] / cached:.2f}x)")  # fmt: skip
     if results.get("flax") and results.get("torch"):
         f = statistics.median(r["median_s"] for r in results["flax"])
         t = statistics.median(r["median_s"] for r in results["torch"])
@@ -226,7 +303,7 @@ def main() -> int:
     runs = [p for p in ("matmul-peak",) if p in args.only]
     for _ in range(args.repeats):
         runs += [p for p in ("flax", "torch") if p in args.only]
-    runs += [p for p in ("tiny",) if p in args.only]
+    runs += [p for p in ("prompt", "tiny", "tiny-prompt") if p in args.only]
     results: dict[str, list[dict]] = {}
     for part in runs:
         cmd = [sys.executable, __file__, "--part", part, "--lr", str(args.lr),

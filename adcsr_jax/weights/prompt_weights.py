@@ -59,18 +59,27 @@ def _np(tree: Any) -> Any:
     return jax.tree.map(np.asarray, tree)
 
 
-def random_prompt_weights(width: int, seed: int = 0, num_classes: int = 16) -> PromptWeights:
-    """Seeded random tagger (the first ``num_classes`` RAM tags, thresholds 0.5 so that random
-    logits fire on some images) and text encoder of hidden size ``width``."""
-    tags, _ = read_tag_files()
-    tagger_cfg = tiny_tagger_config(num_classes)
+def random_prompt_weights(
+    width: int, seed: int = 0, num_classes: int = 16, *, full: bool = False
+) -> PromptWeights:
+    """Seeded random tagger and text encoder of hidden size ``width``.
+
+    Small (default): the first ``num_classes`` RAM tags with thresholds 0.5, so that random
+    logits fire on some images. ``full=True``: RAM Swin-L with every tag and RAM's thresholds,
+    and SD 2.1's 23-layer text encoder (``width`` 1024): the shapes and cost of the real prompt
+    path without its weight files (benchmarks)."""
+    tags, thresholds = read_tag_files()
+    if full:
+        tagger_cfg, text_cfg = TaggerConfig(num_classes=len(tags)), TextConfig(hidden_size=width)
+    else:
+        tagger_cfg, text_cfg = tiny_tagger_config(num_classes), tiny_text_config(width)
+        tags, thresholds = tags[:num_classes], np.full(num_classes, 0.5, np.float32)
     tagger = Tagger(
         RAMTagger(tagger_cfg),
         _np(random_params(tagger_template(tagger_cfg), seed)),
-        tags[:num_classes],
-        np.full(num_classes, 0.5, np.float32),
+        tags,
+        thresholds,
     )
-    text_cfg = tiny_text_config(width)
     text_params = _np(random_params(text_encoder_template(text_cfg), seed + 1))
     tag_tokens = TagTokens.build(tagger.tag_list, get_tokenizer(), user_prompt=None)
     return PromptWeights(tagger, tag_tokens, CLIPTextTransformer(text_cfg), text_params)
