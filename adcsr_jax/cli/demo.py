@@ -19,7 +19,8 @@ With --adcsr-weights (a converted student folder, or AdcSR's net_params_*.pkl to
 networks from those weights (configs/stage1.py:full and configs/stage2.py:full) on the sample
 photos at the --batch-size / --crop / --stage*-steps you pick; --half-decoder skips stage 1,
 --ram / --dape give the teacher DAPE's prompts (else one fixed embedding). Slow on a CPU: meant
-for a GPU or TPU machine.
+for a GPU or TPU machine. Whenever --osediff is given (with --sd21 for its text encoder), the
+teacher is evaluated on the same held-out pairs, a row beside bicubic and the student.
 
 Each step writes DIR/<step>/done.json when it finishes, so running the same command again skips
 finished steps and resumes a training stage from its last checkpoint (after Ctrl-C, a kill or
@@ -142,6 +143,25 @@ class Demo:
             config, params = convert_official(source, Path(self.args.half_decoder), None)
             save_student(folder, config, params)
         return folder
+
+    def teacher(self) -> tuple[Path, Path] | str:
+        """(converted teacher folder, SD 2.1's text_encoder/) for the evaluation, or why the
+        teacher is left out. An ``osediff.pkl`` is converted once into DIR/teacher."""
+        a = self.args
+        if not a.osediff:
+            return "no --osediff"
+        text = Path(a.sd21) / "text_encoder"
+        if not (text / "config.json").is_file():
+            return f"no SD 2.1 text encoder at {text} (the teacher's prompts)"
+        source = Path(a.osediff)
+        if source.is_dir():
+            return source, text
+        folder = self.workdir / "teacher"
+        if not (folder / "params.safetensors").is_file():
+            from adcsr_jax.weights.osediff_ckpt import convert_osediff, save_teacher  # noqa: PLC0415
+
+            save_teacher(folder, *convert_osediff(source, Path(a.sd21)))
+        return folder, text
 
 
 def _peak_rss_gb() -> float:
@@ -306,8 +326,19 @@ def _upscaler(demo: Demo, **options: Any) -> Any:
     return Upscaler.from_weights(demo.student_dir(), InferOptions(progress=False, **options))
 
 
+def _teacher_upscaler(demo: Demo, folder: Path, text_encoder: Path) -> Any:
+    """OSEDiff prompted as ``test_osediff.py`` does (DAPE's tags with --ram, else the empty
+    prompt), with its own colour fix (AdaIN)."""
+    from adcsr_jax.infer import InferOptions, TeacherUpscaler  # noqa: PLC0415
+
+    options = InferOptions(progress=False, colour_fix="adain")
+    a = demo.args
+    return TeacherUpscaler.from_weights(folder, text_encoder, a.ram, a.dape, "", options)
+
+
 def step_evaluate(demo: Demo) -> dict[str, Any]:
-    """Student and bicubic x4 on the held-out pairs, the same metrics for both."""
+    """Student, bicubic x4 (and the teacher, with --osediff) on the held-out pairs, the same
+    metrics for each."""
     import numpy as np  # noqa: PLC0415
 
     from adcsr_jax.data.sample_set import sample_pairs  # noqa: PLC0415
@@ -317,14 +348,24 @@ def step_evaluate(demo: Demo) -> dict[str, Any]:
 
     out = demo.dir("evaluate")
     lr_dir, hr_dir = sample_pairs(out / "pairs", demo.pair_crop)
-    upscaler = _upscaler(demo)
+    upscalers = {"student": _upscaler(demo)}
+    summary: dict[str, Any] = {"lr_dir": str(lr_dir), "hr_dir": str(hr_dir), "skipped": {}}
+    teacher = demo.teacher()
+    if isinstance(teacher, tuple):
+        upscalers["teacher"] = _teacher_upscaler(demo, *teacher)
+    elif demo.args.osediff:
+        summary["skipped"]["teacher"] = teacher
     for path in list_images(lr_dir):
         lr = read_image(path)[None]
-        write_png(out / "student" / path.name, upscaler(lr)[0])
+        for method, upscaler in upscalers.items():
+            write_png(out / method / path.name, upscaler(lr)[0])
         bicubic = np.clip(np.asarray(bicubic_resize(lr, scale=4)), 0.0, 1.0)[0]
         write_png(out / "bicubic" / path.name, bicubic)
-    summary: dict[str, Any] = {"lr_dir": str(lr_dir), "hr_dir": str(hr_dir), "skipped": {}}
-    for method in ("bicubic", "student"):
+    if "teacher" in upscalers:
+        summary["teacher_prompts"] = upscalers["teacher"].prompts
+    for method in [
+        m for m in ("bicubic", "teacher", "student") if m in upscalers or m == "bicubic"
+    ]:
         result = evaluate(out / method, hr_dir, metrics=list(METRICS), progress=False)
         summary[method] = {k: float(v) for k, v in result.summary.items()}
         summary["skipped"].update(result.skipped)
@@ -442,7 +483,12 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"--{flag.replace('_', '-')} must be positive, got {value}")
     if args.pair_crop and args.pair_crop % 64:
         raise CommandError(f"--pair-crop must be a multiple of 64, got {args.pair_crop}")
-    if args.sd21 and not args.adcsr_weights:
+    if args.adcsr_weights and args.sd21:
+        existing_path(args.sd21, "--sd21")
+        for flag in ("osediff", "ram", "dape"):
+            if getattr(args, flag):
+                existing_path(getattr(args, flag), f"--{flag}")
+    elif args.sd21:
         existing_path(args.sd21, "--sd21")
         if not args.osediff:
             raise CommandError("--sd21 trains stage 2, which distils OSEDiff: also give --osediff")
@@ -454,7 +500,8 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"--crop must be a multiple of 64 and --batch-size positive, got "
                                f"{args.crop} and {args.batch_size}")  # fmt: skip
     elif args.osediff or args.ram or args.dape:
-        raise CommandError("--osediff / --ram / --dape train from real weights: also give --sd21")
+        raise CommandError("--osediff / --ram / --dape need --sd21 (training from the real "
+                           "weights, or with --adcsr-weights the teacher's evaluation)")  # fmt: skip
     _check_packages(train=not args.adcsr_weights)
     demo = Demo(Path(args.workdir), args, _repo_configs())
     demo.workdir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """``adcsr demo``'s report: DIR/report.md (tables, curves' final values, paths) and
-DIR/side_by_side.png (LR | bicubic | student | HR of one held-out pair)."""
+DIR/side_by_side.png (LR | bicubic | [teacher |] student | HR of one held-out pair)."""
 
 from __future__ import annotations
 
@@ -46,12 +46,17 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
+def methods(evaluation: dict[str, Any]) -> list[str]:
+    """The evaluated methods in table order: bicubic, the teacher when it ran, the student."""
+    return [m for m in ("bicubic", "teacher", "student") if m in evaluation]
+
+
 def metric_table(evaluation: dict[str, Any]) -> list[str]:
     names = [k for k in evaluation["student"] if k in evaluation["bicubic"]]
     arrows = {"psnr": "up", "ssim": "up", "lpips": "down", "dists": "down"}
     head = " | ".join(f"{n.upper()} ({arrows.get(n, '')})" for n in names)
     lines = [f"| Method | {head} |", "|---" * (len(names) + 1) + "|"]
-    for method in ("bicubic", "student"):
+    for method in methods(evaluation):
         row = evaluation[method]
         lines.append(f"| {method} | " + " | ".join(_fmt(row[n]) for n in names) + " |")
     for name, reason in evaluation.get("skipped", {}).items():
@@ -87,13 +92,14 @@ def training_lines(name: str, result: dict[str, Any]) -> list[str]:
 
 
 def side_by_side(evaluation: dict[str, Any], evaluate_dir: Path, out: Path) -> Path:
-    """LR (nearest x4) | bicubic | student | HR of the first held-out pair, as one PNG."""
+    """LR (nearest x4) | bicubic | [teacher |] student | HR of the first held-out pair, as one
+    PNG."""
     from adcsr_jax.image_io import list_images, read_image, write_png
 
     lr_path = list_images(evaluation["lr_dir"])[0]
     lr = read_image(lr_path)
     panels = [np.repeat(np.repeat(lr, 4, 0), 4, 1)]
-    panels += [read_image(evaluate_dir / m / lr_path.name) for m in ("bicubic", "student")]
+    panels += [read_image(evaluate_dir / m / lr_path.name) for m in methods(evaluation)]
     panels.append(read_image(Path(evaluation["hr_dir"]) / lr_path.name))
     gap = np.ones((panels[0].shape[0], 4, 3), np.float32)
     row = [p for panel in panels for p in (panel, gap)][:-1]
@@ -109,16 +115,17 @@ def write_report(demo: Any) -> tuple[Path, Path]:
     note = RELEASED_NOTE if demo.released else REAL_NOTE if demo.real else TINY_NOTE
     lines = ["# AdcSR demo report", "", note, ""]
     lines += [f"Steps took {total:.0f} s in all (summed over runs that did them).", ""]
-    lines += ["## Held-out pairs: student vs bicubic x4", ""]
+    panels = " | ".join(["LR", *methods(r["evaluate"]), "HR"])
+    vs = " and the teacher" if "teacher" in r["evaluate"] else ""
+    lines += [f"## Held-out pairs: student vs bicubic x4{vs}", ""]
     lines += [f"{len(list(Path(r['evaluate']['lr_dir']).iterdir()))} held-out sample photos, "
               f"centre {demo.pair_crop}-pixel HR crops, LR by the `adcsr` degradation.", ""]  # fmt: skip
     lines += metric_table(r["evaluate"]) + [""]
-    lines += [
-        f"![LR | bicubic | student | HR]({image.name})",
-        "",
-        "LR | bicubic | student | HR",
-        "",
-    ]
+    prompts = r["evaluate"].get("teacher_prompts")
+    if prompts:
+        lines += ["Teacher prompts (DAPE tags, as `test_osediff.py` makes them): "
+                  + "; ".join(f"`{p}`" for p in prompts), ""]  # fmt: skip
+    lines += [f"![{panels}]({image.name})", "", panels, ""]
     lines += ["## Exports (student)", "", f"LR input {r['export']['lr_size']} pixels; latency is "
               "the median of 5 runs on this CPU.", ""]  # fmt: skip
     lines += export_table(r["export"]) + [""]
