@@ -140,9 +140,13 @@ def strip_unet_conditioning(model: Any, *, cross: bool, time: bool, group_rule: 
 
 
 def state_dict_numpy(model: Any, drop: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """The model's state dict as numpy, without keys containing any of ``drop``."""
+    """The model's state dict as numpy copies, without keys containing any of ``drop``.
+
+    Copies: ``Tensor.numpy()`` shares the tensor's memory, and JAX on CPU may keep using that
+    buffer, so a later in-place torch update (an optimizer step) would silently change arrays
+    already handed to Flax."""
     return {
-        k: v.detach().cpu().numpy()
+        k: v.detach().cpu().numpy().copy()
         for k, v in model.state_dict().items()
         if not any(d in k for d in drop)
     }
