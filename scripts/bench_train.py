@@ -37,6 +37,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("matmul-peak", "tiny", "tiny-prompt", "flax", "torch", "prompt")
+JAX_PARTS = ("tiny", "tiny-prompt", "flax", "prompt")
+# XLA:CPU's default concurrency-optimised scheduler keeps independent branches alive at once to
+# run them in parallel: the full-size Flax step then outgrew this 24 GB machine (killed at
+# 24.2 GB RSS, 2026-12-02) where torch peaks at 21 GB. The memory-minimising order is what GPU
+# and TPU compilers do under their memory limit (``adcsr plan`` compiles with it too).
+MEMORY_SCHEDULER = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
 def _peak_rss_mb() -> float:
@@ -118,14 +124,23 @@ def _flax_steps(
     nets = stage2.build_nets(config, weights, prompt)
     state = stage2.init_state(config, weights, nets, jax.random.key(0), prompt)
     del weights
-    state = jax.device_put(state)
+    leaves, treedef = jax.tree.flatten(state)
+    del state
+    for i in range(len(leaves)):  # leaf by leaf: each host copy is freed once it is placed
+        leaves[i] = jax.device_put(leaves[i])
+    state = jax.tree.unflatten(treedef, leaves)
+    del leaves
     init_s = time.perf_counter() - t0
+    print(f"placed: RSS {_peak_rss_mb() / 1024:.1f} GB peak so far", file=sys.stderr, flush=True)
     data = {k: jax.device_put(v) for k, v in _batch(lr, batch).items()}
     key = jax.random.key(1)
     t0 = time.perf_counter()
     compiled = jax.jit(stage2.make_step(config, nets), donate_argnums=0).lower(state, data, key)
     compiled = compiled.compile()
     compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    print(f"compiled: RSS {_peak_rss_mb() / 1024:.1f} GB peak so far; XLA temporaries "
+          f"{mem.temp_size_in_bytes / 2**30:.1f} GiB", file=sys.stderr, flush=True)  # fmt: skip
     out = {}
 
     def one_step():
@@ -135,6 +150,7 @@ def _flax_steps(
 
     times = _timed(one_step, args)
     result = {"times_s": times, "flops": _flops(compiled), "compile_s": compile_s,
+              "xla_temp_gb": mem.temp_size_in_bytes / 2**30,
               "init_s": init_s, "loss_g": float(out["metrics"]["loss/g"])}  # fmt: skip
     if prompt is not None:  # the same prompt path as a separate program, for the comparison
         alone = _prompt_fn(prompt)
@@ -295,6 +311,8 @@ def main() -> int:
                         help="Flax: exact chunked attention, queries at a time (0: off)")  # fmt: skip
     parser.add_argument("--conv-matmul-pixels", type=int, default=256,
                         help="Flax: convs on maps up to this size as one matmul (0: off)")  # fmt: skip
+    parser.add_argument("--xla-flags", default=MEMORY_SCHEDULER,
+                        help="appended to XLA_FLAGS of the JAX parts ('' for XLA's defaults)")  # fmt: skip
     parser.add_argument("--out", default=None, help="write all results as JSON here")
     args = parser.parse_args()
     if args.part:
@@ -312,6 +330,8 @@ def main() -> int:
                "--conv-matmul-pixels", str(args.conv_matmul_pixels)]  # fmt: skip
         print(f"== {part}", flush=True)
         env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
+        if part in JAX_PARTS and args.xla_flags:
+            env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {args.xla_flags}".strip()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not lines:
