@@ -22,6 +22,7 @@ CPU temporaries are an estimate: XLA:GPU and XLA:TPU schedule and fuse different
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -178,8 +179,21 @@ def memory_by_role(shapes: Any, shardings: Any) -> tuple[dict[str, int], list[di
     return totals, list(networks.values())
 
 
-def plan(config: ml_collections.ConfigDict, *, stage: Stage | None = None) -> dict[str, Any]:
-    """Compiles the configured step for abstract inputs and returns its per-device plan."""
+@dataclasses.dataclass
+class CompiledStep:
+    """The loop's jitted step compiled for abstract inputs: ``compiled(state, batch, step,
+    key_data)`` also runs on real arrays placed with ``shardings`` / ``batch``'s shardings."""
+
+    stage: Stage
+    mesh: jax.sharding.Mesh
+    shapes: Any  # the state as ShapeDtypeStructs (no shardings)
+    shardings: Any  # the state's NamedShardings
+    batch: dict[str, jax.ShapeDtypeStruct]
+    compiled: Any
+
+
+def compile_step(config: ml_collections.ConfigDict, *, stage: Stage | None = None) -> CompiledStep:
+    """Lowers and compiles the configured step as ``loop.train`` would, from shapes only."""
     mesh = loop.config_mesh(config)
     if stage is None:
         stage = loop.load_stage(config.stage)(config, mesh)
@@ -194,6 +208,20 @@ def plan(config: ml_collections.ConfigDict, *, stage: Stage | None = None) -> di
     key = jax.eval_shape(lambda: jax.random.key_data(loop.train_key(0)))
     key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=repl)
     compiled = loop.jit_step(stage, shardings, mesh).lower(state, batch, step, key).compile()
+    return CompiledStep(stage, mesh, shapes, shardings, batch, compiled)
+
+
+def plan(
+    config: ml_collections.ConfigDict,
+    *,
+    stage: Stage | None = None,
+    compiled_step: CompiledStep | None = None,
+) -> dict[str, Any]:
+    """Compiles the configured step for abstract inputs (or takes ``compiled_step``) and returns
+    its per-device plan."""
+    c = compiled_step or compile_step(config, stage=stage)
+    stage, mesh, shapes, shardings, batch = c.stage, c.mesh, c.shapes, c.shardings, c.batch
+    compiled = c.compiled
 
     per_device, networks = memory_by_role(shapes, shardings)
     xla = {k.removeprefix("compile/"): int(v) for k, v in loop.compiled_memory(compiled).items()}
