@@ -17,7 +17,11 @@ partitioner makes of the configured mesh (the JAX AOT API, ``jit(...).lower(...)
   instruction is counted once: a collective inside a loop body (``lax.scan`` accumulation) runs
   once per iteration, so multiply by the trip count there.
 
-CPU temporaries are an estimate: XLA:GPU and XLA:TPU schedule and fuse differently.
+CPU temporaries are an estimate: XLA:GPU and XLA:TPU schedule and fuse differently. ``adcsr
+plan`` compiles with XLA:CPU's memory-minimising scheduler
+(``--xla_cpu_enable_concurrency_optimized_scheduler=false``, ``adcsr_jax.cli.plan.PLAN_FLAGS``):
+the default concurrency-optimised one keeps independent branches alive at once and tripled the
+temporaries of the full-size student's forward and backward (and hid what remat saves).
 """
 
 from __future__ import annotations
