@@ -160,14 +160,37 @@ def tiny(c: ml_collections.ConfigDict) -> None:
     c.eval.lpips_net = "vgg"
 
 
+# Memory presets: ``full`` (global batch 24, ldm's) with the mesh, micro-batches and compute
+# dtype of one target machine (module docstring: "Presets", each planned with ``adcsr plan``).
+PRESETS: dict[str, dict] = {
+    # 8 GPUs with 80 GB: 3 crops per GPU, no accumulation needed
+    "gpu_8x80gb": {"mesh": (8, 1, 1), "micro_batches": 1, "dtype": "float32"},
+    # TPU v5e-8 (8 chips, 16 GB each; 24 crops do not split over 16 or 32 chips): bf16
+    "tpu_v5e_8": {"mesh": (8, 1, 1), "micro_batches": 1, "dtype": "bfloat16"},
+    # TPU v4-16 / v5p-16 (8 chips, 32 GB / 95 GB each)
+    "tpu_v4_16": {"mesh": (8, 1, 1), "micro_batches": 1, "dtype": "bfloat16"},
+    # one 24 GB GPU: ldm's batch 24 as 6 micro-batches of 4, bf16
+    "gpu_24gb": {"mesh": (1, 1, 1), "micro_batches": 6, "dtype": "bfloat16"},
+}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """``full`` (default) or ``tiny``."""
+    """``full`` (default), ``tiny`` or a memory preset (``PRESETS``; module docstring)."""
     variant = arg or "full"
-    if variant not in ("full", "tiny"):
-        raise ValueError(f"configs/stage1.py: variant must be 'full' or 'tiny', got {variant!r}")
+    if variant not in ("full", "tiny", *PRESETS):
+        raise ValueError(
+            f"configs/stage1.py: variant must be 'full', 'tiny' or one of {sorted(PRESETS)}, "
+            f"got {variant!r}"
+        )
     c = ml_collections.ConfigDict()
     engine_fields(c)
     stage_fields(c)
     if variant == "tiny":
         tiny(c)
+    if variant in PRESETS:
+        p = PRESETS[variant]
+        c.mesh.data, c.mesh.fsdp, c.mesh.tensor = p["mesh"]
+        c.mesh.num_devices = p["mesh"][0] * p["mesh"][1] * p["mesh"][2]
+        c.optim.micro_batches = p["micro_batches"]
+        c.model.dtype = p["dtype"]
     return c
