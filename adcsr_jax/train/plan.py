@@ -11,7 +11,8 @@ partitioner makes of the configured mesh (the JAX AOT API, ``jit(...).lower(...)
 * parameter / optimizer-state bytes from the shardings (each leaf's shard shape);
 * argument, output, temporary (activations and scratch) and aliased bytes from
   ``compiled.memory_analysis()``; ``peak_bytes = argument + output - alias + temp``;
-* FLOPs (and bytes accessed) per step from ``compiled.cost_analysis()``;
+* FLOPs (and bytes accessed) per step from ``compiled.cost_analysis()``, which counts a loop
+  body once: ``loop_trip_counts`` lists the loops' trip counts (the ``grad_accum`` scan);
 * the operand bytes of every collective in the compiled HLO (all-reduce, all-gather,
   reduce-scatter, all-to-all, collective-permute; async ``*-start`` forms included). Each
   instruction is counted once: a collective inside a loop body (``lax.scan`` accumulation) runs
@@ -109,6 +110,19 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, int]]:
         out[op]["count"] += 1
         out[op]["bytes"] += sum(_type_bytes(types.get(name, "")) for name in operands)
     return out
+
+
+_TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+
+
+def loop_trip_counts(hlo_text: str) -> list[int]:
+    """Trip counts of the ``while`` loops in ``hlo_text`` (``lax.scan`` accumulation) that XLA
+    knows; XLA's cost analysis counts each loop body once, whatever its trip count."""
+    return [
+        int(m.group(1))
+        for line in hlo_text.splitlines()
+        if " while(" in line and (m := _TRIP.search(line))
+    ]
 
 
 def batch_shapes(
@@ -236,7 +250,8 @@ def plan(
         ) + xla["temp_bytes"]
     cost = compiled.cost_analysis()
     cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
-    collectives = collective_bytes(compiled.as_text())
+    hlo = compiled.as_text()
+    collectives = collective_bytes(hlo)
     return {
         "stage": stage.name,
         "mesh": {k: int(v) for k, v in mesh.shape.items()},
@@ -249,6 +264,7 @@ def plan(
         "bytes_accessed_per_device": (
             float(cost["bytes accessed"]) if "bytes accessed" in cost else None
         ),
+        "loop_trip_counts": loop_trip_counts(hlo),
         "collectives": collectives,
         "collective_bytes_per_device": sum(c["bytes"] for c in collectives.values()),
         "networks": networks,
@@ -296,6 +312,11 @@ def format_plan(p: Mapping[str, Any]) -> str:
             lines.append(f"  {label:<52} {_size(p['per_device'][k]):>12}")
     if p["flops_per_device"] is not None:
         lines.append(f"  {'FLOPs per step':<52} {p['flops_per_device']:>12.4g}")
+    if p.get("loop_trip_counts"):
+        lines.append(
+            f"    (XLA counts each loop body once: loops of {p['loop_trip_counts']} iterations;"
+            " a micro-batch loop's FLOPs and collectives run that many times)"
+        )
     lines.append(
         f"  {'collectives per step (operand bytes)':<52}"
         f" {_size(p['collective_bytes_per_device']):>12}"
