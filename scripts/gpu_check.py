@@ -196,7 +196,6 @@ def choose_batch(args: argparse.Namespace, limit: int | None, compile_at) -> tup
 
 def part_step(args: argparse.Namespace) -> dict[str, Any]:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from adcsr_jax import sharding as shd
@@ -220,12 +219,14 @@ def part_step(args: argparse.Namespace) -> dict[str, Any]:
         data = {k: rng.uniform(0, 1, (n, *v.shape[1:])).astype(v.dtype) for k, v in c.batch.items()}
         state = shd.place(host, c.shardings)
         placed = {k: jax.device_put(v, c.batch[k].sharding) for k, v in data.items()}
-        key = jax.device_put(jax.random.key_data(loop.train_key(0)), shd.replicated(c.mesh))
+        repl = shd.replicated(c.mesh)
+        key = jax.device_put(jax.random.key_data(loop.train_key(0)), repl)
         times = []
         try:
             for i in range(args.warmup + args.iters):
                 t = time.perf_counter()
-                state, metrics = c.compiled(state, placed, jnp.int32(i + 1), key)
+                count = jax.device_put(np.int32(i + 1), repl)
+                state, metrics = c.compiled(state, placed, count, key)
                 jax.block_until_ready(metrics)
                 if i >= args.warmup:
                     times.append(time.perf_counter() - t)
