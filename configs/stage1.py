@@ -48,6 +48,19 @@ figures only show the path works). Compile does not dominate, so nothing was shr
   summary; switch ``data.source`` between the two phases (resume keeps the state).
 * batch: no AdcSR source; ldm's 24 (above).
 
+Presets (``full`` on one target machine; ``PRESETS``): ldm's global batch 24 split over devices
+and ``optim.micro_batches``, compute dtype per target; planned with ``adcsr plan --config
+configs/stage1.py:PRESET --fast-compile`` (per device, XLA:CPU's estimate):
+
+* ``gpu_8x80gb`` (8 GPUs x 80 GB): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage1.py:gpu_8x80gb --fast-compile``.
+* ``tpu_v5e_8`` (TPU v5e-8, 16 GB/chip): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage1.py:tpu_v5e_8 --fast-compile``.
+* ``tpu_v4_16`` (TPU v4-16 / v5p-16, 32 / 95 GB/chip): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage1.py:tpu_v4_16 --fast-compile``.
+* ``gpu_24gb`` (1 GPU x 24 GB): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage1.py:gpu_24gb --fast-compile``.
+
 BatchNorm of the PatchGAN under sharding: ``jax.jit`` over the global batch gives batch statistics
 of the whole global batch (taming under DDP normalises per GPU), so 1 and N devices agree; running
 statistics are kept in ``train.disc_batch_stats`` as torch's ``BatchNorm2d`` keeps them

@@ -37,6 +37,23 @@ Variants:
   (``config.prompt.ram`` / ``dape``; the text encoder defaults to
   ``<model.sd21>/text_encoder``), computed per LR image inside the step.
 
+Presets (``full`` on one target machine; ``PRESETS``): the global batch stays 96 and the split
+over devices and micro-batches (``grad_accum``, each of ``96 / (devices x grad_accum)`` images
+per device) and the memory options (``frozen_dtype``, ``attention_query_chunk``) fit the target.
+Each was planned with ``adcsr plan --fast-compile`` on simulated CPU devices (the TPU presets on
+8 devices with their FSDP axis of 8 and their per-device micro-batch: the same per-device
+state and activations; their data axis only adds the gradient all-reduce); figures per device
+(XLA:CPU's estimate; a GPU/TPU compiler schedules and fuses differently):
+
+* ``gpu_8x80gb`` (8 GPUs x 80 GB): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage2.py:gpu_8x80gb --fast-compile``.
+* ``tpu_v5e_32`` (TPU v5e-32, 16 GB/chip): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage2.py:tpu_v5e_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=24``.
+* ``tpu_v4_32`` (TPU v4-32 / v5p-32, 32 / 95 GB/chip): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage2.py:tpu_v4_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=48``.
+* ``gpu_24gb`` (1 GPU x 24 GB): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage2.py:gpu_24gb --fast-compile``.
+
 ``model.half_decoder``: a ``halfDecoder.ckpt`` (AdcSR's layout or latent-diffusion's) or a
 stage-1 workdir (``configs/stage1.py``), which resolves to the ``halfDecoder.ckpt`` stage 1
 exported there (``adcsr_jax.weights.half_decoder.resolve_half_decoder_file``; an error names the
