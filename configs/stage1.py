@@ -48,6 +48,19 @@ figures only show the path works). Compile does not dominate, so nothing was shr
   summary; switch ``data.source`` between the two phases (resume keeps the state).
 * batch: no AdcSR source; ldm's 24 (above).
 
+Presets (``full`` on one target machine; ``PRESETS``): ldm's global batch 24 split over devices
+and ``optim.micro_batches``, compute dtype per target; planned with ``adcsr plan --config
+configs/stage1.py:PRESET --fast-compile`` (per device, XLA:CPU's estimate):
+
+* ``gpu_8x80gb`` (8 GPUs x 80 GB): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage1.py:gpu_8x80gb --fast-compile``.
+* ``tpu_v5e_8`` (TPU v5e-8, 16 GB/chip): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage1.py:tpu_v5e_8 --fast-compile``.
+* ``tpu_v4_16`` (TPU v4-16 / v5p-16, 32 / 95 GB/chip): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage1.py:tpu_v4_16 --fast-compile``.
+* ``gpu_24gb`` (1 GPU x 24 GB): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage1.py:gpu_24gb --fast-compile``.
+
 BatchNorm of the PatchGAN under sharding: ``jax.jit`` over the global batch gives batch statistics
 of the whole global batch (taming under DDP normalises per GPU), so 1 and N devices agree; running
 statistics are kept in ``train.disc_batch_stats`` as torch's ``BatchNorm2d`` keeps them
@@ -160,14 +173,37 @@ def tiny(c: ml_collections.ConfigDict) -> None:
     c.eval.lpips_net = "vgg"
 
 
+# Memory presets: ``full`` (global batch 24, ldm's) with the mesh, micro-batches and compute
+# dtype of one target machine (module docstring: "Presets", each planned with ``adcsr plan``).
+PRESETS: dict[str, dict] = {
+    # 8 GPUs with 80 GB: 3 crops per GPU, no accumulation needed
+    "gpu_8x80gb": {"mesh": (8, 1, 1), "micro_batches": 1, "dtype": "float32"},
+    # TPU v5e-8 (8 chips, 16 GB each; 24 crops do not split over 16 or 32 chips): bf16
+    "tpu_v5e_8": {"mesh": (8, 1, 1), "micro_batches": 1, "dtype": "bfloat16"},
+    # TPU v4-16 / v5p-16 (8 chips, 32 GB / 95 GB each)
+    "tpu_v4_16": {"mesh": (8, 1, 1), "micro_batches": 1, "dtype": "bfloat16"},
+    # one 24 GB GPU: ldm's batch 24 as 6 micro-batches of 4, bf16
+    "gpu_24gb": {"mesh": (1, 1, 1), "micro_batches": 6, "dtype": "bfloat16"},
+}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """``full`` (default) or ``tiny``."""
+    """``full`` (default), ``tiny`` or a memory preset (``PRESETS``; module docstring)."""
     variant = arg or "full"
-    if variant not in ("full", "tiny"):
-        raise ValueError(f"configs/stage1.py: variant must be 'full' or 'tiny', got {variant!r}")
+    if variant not in ("full", "tiny", *PRESETS):
+        raise ValueError(
+            f"configs/stage1.py: variant must be 'full', 'tiny' or one of {sorted(PRESETS)}, "
+            f"got {variant!r}"
+        )
     c = ml_collections.ConfigDict()
     engine_fields(c)
     stage_fields(c)
     if variant == "tiny":
         tiny(c)
+    if variant in PRESETS:
+        p = PRESETS[variant]
+        c.mesh.data, c.mesh.fsdp, c.mesh.tensor = p["mesh"]
+        c.mesh.num_devices = p["mesh"][0] * p["mesh"][1] * p["mesh"][2]
+        c.optim.micro_batches = p["micro_batches"]
+        c.model.dtype = p["dtype"]
     return c

@@ -37,6 +37,23 @@ Variants:
   (``config.prompt.ram`` / ``dape``; the text encoder defaults to
   ``<model.sd21>/text_encoder``), computed per LR image inside the step.
 
+Presets (``full`` on one target machine; ``PRESETS``): the global batch stays 96 and the split
+over devices and micro-batches (``grad_accum``, each of ``96 / (devices x grad_accum)`` images
+per device) and the memory options (``frozen_dtype``, ``attention_query_chunk``) fit the target.
+Each was planned with ``adcsr plan --fast-compile`` on simulated CPU devices (the TPU presets on
+8 devices with their FSDP axis of 8 and their per-device micro-batch: the same per-device
+state and activations; their data axis only adds the gradient all-reduce); figures per device
+(XLA:CPU's estimate; a GPU/TPU compiler schedules and fuses differently):
+
+* ``gpu_8x80gb`` (8 GPUs x 80 GB): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage2.py:gpu_8x80gb --fast-compile``.
+* ``tpu_v5e_32`` (TPU v5e-32, 16 GB/chip): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage2.py:tpu_v5e_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=24``.
+* ``tpu_v4_32`` (TPU v4-32 / v5p-32, 32 / 95 GB/chip): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage2.py:tpu_v4_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=48``.
+* ``gpu_24gb`` (1 GPU x 24 GB): not planned yet (this session's heavy-job
+  lock time ran out): ``adcsr plan --config configs/stage2.py:gpu_24gb --fast-compile``.
+
 ``model.half_decoder``: a ``halfDecoder.ckpt`` (AdcSR's layout or latent-diffusion's) or a
 stage-1 workdir (``configs/stage1.py``), which resolves to the ``halfDecoder.ckpt`` stage 1
 exported there (``adcsr_jax.weights.half_decoder.resolve_half_decoder_file``; an error names the
@@ -82,11 +99,51 @@ def engine_fields(config: ml_collections.ConfigDict, variant: str) -> None:
     )
 
 
+# Memory presets: ``full`` with the mesh, batch split and memory options of one target machine
+# (module docstring: "Presets"; each was planned with ``adcsr plan``). Keys: config fields.
+PRESETS: dict[str, dict] = {
+    # the paper's global batch 96 on one node of 8 GPUs with 80 GB (AdcSR: 8 x 12, DDP): 3
+    # micro-batches of 4 per GPU
+    "gpu_8x80gb": {
+        "mesh": (8, 1, 1),
+        "grad_accum": 3,
+        "frozen_dtype": "",
+        "chunk": 0,
+        "num_workers": 16,
+    },  # 96 images per host per step (README: host data throughput)
+    # TPU v5e-32 (32 chips, 16 GB HBM each): FSDP over 8 chips x 4 data groups, 3 micro-batches
+    # of 1 per chip, bf16 frozen weights, exact chunked attention
+    "tpu_v5e_32": {"mesh": (4, 8, 1), "grad_accum": 3, "frozen_dtype": "bfloat16", "chunk": 1024},
+    # TPU v4-32 / v5p-32 (16 chips, 32 GB / 95 GB HBM each): FSDP over 8 x 2 data groups, 3
+    # micro-batches of 2 per chip, bf16 frozen weights
+    "tpu_v4_32": {"mesh": (2, 8, 1), "grad_accum": 3, "frozen_dtype": "bfloat16", "chunk": 0},
+    # one 24 GB GPU (OSEDiff #69 / #70): 96 micro-batches of 1, bf16 frozen weights, chunked
+    # attention (and remat and bf16 compute, as every full config)
+    "gpu_24gb": {"mesh": (1, 1, 1), "grad_accum": 96, "frozen_dtype": "bfloat16", "chunk": 1024},
+}
+
+
+def apply_preset(config: ml_collections.ConfigDict, name: str) -> None:
+    """``PRESETS[name]`` on a ``full`` config (bf16 compute and remat stay on)."""
+    p = PRESETS[name]
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = p["mesh"]
+    config.grad_accum = p["grad_accum"]
+    config.frozen_dtype = p["frozen_dtype"]
+    config.attention_query_chunk = p["chunk"]
+    if "num_workers" in p:
+        config.data.num_workers = p["num_workers"]
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """``tiny`` (the default) or ``full`` (see the module docstring)."""
+    """``tiny`` (the default), ``full`` or a memory preset (``PRESETS``; module docstring)."""
     arg = arg or "tiny"
-    if arg not in ("tiny", "full"):
-        raise ValueError(f"configs/stage2.py: variant must be 'tiny' or 'full', got {arg!r}")
+    if arg not in ("tiny", "full", *PRESETS):
+        raise ValueError(
+            f"configs/stage2.py: variant must be 'tiny', 'full' or one of {sorted(PRESETS)}, "
+            f"got {arg!r}"
+        )
+    preset = arg if arg in PRESETS else None
+    arg = "full" if preset else arg
     tiny = arg == "tiny"
     config = ml_collections.ConfigDict()
     config.stage = "stage2"
@@ -135,9 +192,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     config.loss = ml_collections.ConfigDict({"lambda_adv": 1.0})
     config.compute_dtype = "float32" if tiny else "bfloat16"
+    config.frozen_dtype = ""  # "": as loaded (fp32); "bfloat16": frozen networks stored in bf16
     config.remat = not tiny
     config.grad_accum = 1
-    # Exact CPU fast paths (chunked attention, im2col-matmul convs on small maps); 0 = off.
+    # Exact CPU fast paths (chunked attention, im2col-matmul convs on small maps); 0 = off. The
+    # chunked attention is also a memory option (some memory presets use it).
     config.attention_query_chunk = 0
     config.conv_matmul_max_pixels = 0
     config.eval = ml_collections.ConfigDict(
@@ -155,4 +214,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         }
     )
     config.export = ml_collections.ConfigDict({"official": True, "disc_peft": True})
+    if preset:
+        config.variant = preset
+        apply_preset(config, preset)
     return config

@@ -12,8 +12,8 @@ supplement Table B.1: 457M / 444M / 456M students) before training. Per network 
 * any other stage: its state's top-level entries (``jax.eval_shape`` of its ``init``).
 
 ``model.source = "files"``: SD's UNet / VAE configs come from ``model.sd21``'s ``config.json``
-files (SD 2.1-base's architecture while ``model.sd21`` is empty); the half decoder is AdcSR's
-(64, 128, 256, 256).
+files (SD 2.1-base's architecture while ``model.sd21`` is empty or not on this machine); the half
+decoder is AdcSR's (64, 128, 256, 256).
 """
 
 from __future__ import annotations
@@ -42,14 +42,16 @@ def _row(network: str, role: str, tree_or_n: Any) -> Row:
     return {"network": network, "role": role, "params": n}
 
 
-def _sd_configs(model: Any) -> tuple[Any, Any, Any]:
+def sd_configs(model: Any) -> tuple[Any, Any, Any]:
     from adcsr_jax.models.unet import UNetConfig
     from adcsr_jax.models.vae import VAEConfig
     from adcsr_jax.weights import stage2_weights as sw
 
+    """(SD UNet, SD VAE, half decoder) architectures of ``config.model``, reading no weight: the
+    ``config.json`` files of ``model.sd21`` when that folder is here, else SD 2.1-base's."""
     if model.source == "random":
         return sw.tiny_configs() if model.size == "tiny" else sw.full_configs()
-    if not model.get("sd21"):  # not set yet: SD 2.1-base's architecture
+    if not model.get("sd21") or not Path(model.sd21).is_dir():  # not here: SD 2.1-base's
         return sw.full_configs()
     folder = Path(model.sd21)
     configs = []
@@ -71,7 +73,7 @@ def stage2_counts(config: Any) -> list[Row]:
 
     m = config.model
     variant = sw.student_variant(m)
-    unet_cfg, vae_cfg, half_cfg = _sd_configs(m)
+    unet_cfg, vae_cfg, half_cfg = sd_configs(m)
     if m.source == "random" and m.size == "tiny" and variant.taesd == TAESDConfig():
         variant = dataclasses.replace(variant, taesd=sw.TINY_TAESD)  # random_stage2_weights' rule
     latent = variant.decoder == "taesd"

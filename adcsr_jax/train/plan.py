@@ -11,17 +11,23 @@ partitioner makes of the configured mesh (the JAX AOT API, ``jit(...).lower(...)
 * parameter / optimizer-state bytes from the shardings (each leaf's shard shape);
 * argument, output, temporary (activations and scratch) and aliased bytes from
   ``compiled.memory_analysis()``; ``peak_bytes = argument + output - alias + temp``;
-* FLOPs (and bytes accessed) per step from ``compiled.cost_analysis()``;
+* FLOPs (and bytes accessed) per step from ``compiled.cost_analysis()``, which counts a loop
+  body once: ``loop_trip_counts`` lists the loops' trip counts (the ``grad_accum`` scan);
 * the operand bytes of every collective in the compiled HLO (all-reduce, all-gather,
   reduce-scatter, all-to-all, collective-permute; async ``*-start`` forms included). Each
   instruction is counted once: a collective inside a loop body (``lax.scan`` accumulation) runs
   once per iteration, so multiply by the trip count there.
 
-CPU temporaries are an estimate: XLA:GPU and XLA:TPU schedule and fuse differently.
+CPU temporaries are an estimate: XLA:GPU and XLA:TPU schedule and fuse differently. ``adcsr
+plan`` compiles with XLA:CPU's memory-minimising scheduler
+(``--xla_cpu_enable_concurrency_optimized_scheduler=false``, ``adcsr_jax.cli.plan.PLAN_FLAGS``):
+the default concurrency-optimised one keeps independent branches alive at once and tripled the
+temporaries of the full-size student's forward and backward (and hid what remat saves).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -106,6 +112,19 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, int]]:
     return out
 
 
+_TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+
+
+def loop_trip_counts(hlo_text: str) -> list[int]:
+    """Trip counts of the ``while`` loops in ``hlo_text`` (``lax.scan`` accumulation) that XLA
+    knows; XLA's cost analysis counts each loop body once, whatever its trip count."""
+    return [
+        int(m.group(1))
+        for line in hlo_text.splitlines()
+        if " while(" in line and (m := _TRIP.search(line))
+    ]
+
+
 def batch_shapes(
     config: ml_collections.ConfigDict, batch_keys: tuple[str, ...], mesh: jax.sharding.Mesh
 ) -> dict[str, jax.ShapeDtypeStruct]:
@@ -178,8 +197,21 @@ def memory_by_role(shapes: Any, shardings: Any) -> tuple[dict[str, int], list[di
     return totals, list(networks.values())
 
 
-def plan(config: ml_collections.ConfigDict, *, stage: Stage | None = None) -> dict[str, Any]:
-    """Compiles the configured step for abstract inputs and returns its per-device plan."""
+@dataclasses.dataclass
+class CompiledStep:
+    """The loop's jitted step compiled for abstract inputs: ``compiled(state, batch, step,
+    key_data)`` also runs on real arrays placed with ``shardings`` / ``batch``'s shardings."""
+
+    stage: Stage
+    mesh: jax.sharding.Mesh
+    shapes: Any  # the state as ShapeDtypeStructs (no shardings)
+    shardings: Any  # the state's NamedShardings
+    batch: dict[str, jax.ShapeDtypeStruct]
+    compiled: Any
+
+
+def compile_step(config: ml_collections.ConfigDict, *, stage: Stage | None = None) -> CompiledStep:
+    """Lowers and compiles the configured step as ``loop.train`` would, from shapes only."""
     mesh = loop.config_mesh(config)
     if stage is None:
         stage = loop.load_stage(config.stage)(config, mesh)
@@ -194,6 +226,20 @@ def plan(config: ml_collections.ConfigDict, *, stage: Stage | None = None) -> di
     key = jax.eval_shape(lambda: jax.random.key_data(loop.train_key(0)))
     key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=repl)
     compiled = loop.jit_step(stage, shardings, mesh).lower(state, batch, step, key).compile()
+    return CompiledStep(stage, mesh, shapes, shardings, batch, compiled)
+
+
+def plan(
+    config: ml_collections.ConfigDict,
+    *,
+    stage: Stage | None = None,
+    compiled_step: CompiledStep | None = None,
+) -> dict[str, Any]:
+    """Compiles the configured step for abstract inputs (or takes ``compiled_step``) and returns
+    its per-device plan."""
+    c = compiled_step or compile_step(config, stage=stage)
+    stage, mesh, shapes, shardings, batch = c.stage, c.mesh, c.shapes, c.shardings, c.batch
+    compiled = c.compiled
 
     per_device, networks = memory_by_role(shapes, shardings)
     xla = {k.removeprefix("compile/"): int(v) for k, v in loop.compiled_memory(compiled).items()}
@@ -204,7 +250,8 @@ def plan(config: ml_collections.ConfigDict, *, stage: Stage | None = None) -> di
         ) + xla["temp_bytes"]
     cost = compiled.cost_analysis()
     cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
-    collectives = collective_bytes(compiled.as_text())
+    hlo = compiled.as_text()
+    collectives = collective_bytes(hlo)
     return {
         "stage": stage.name,
         "mesh": {k: int(v) for k, v in mesh.shape.items()},
@@ -217,6 +264,7 @@ def plan(config: ml_collections.ConfigDict, *, stage: Stage | None = None) -> di
         "bytes_accessed_per_device": (
             float(cost["bytes accessed"]) if "bytes accessed" in cost else None
         ),
+        "loop_trip_counts": loop_trip_counts(hlo),
         "collectives": collectives,
         "collective_bytes_per_device": sum(c["bytes"] for c in collectives.values()),
         "networks": networks,
@@ -264,6 +312,11 @@ def format_plan(p: Mapping[str, Any]) -> str:
             lines.append(f"  {label:<52} {_size(p['per_device'][k]):>12}")
     if p["flops_per_device"] is not None:
         lines.append(f"  {'FLOPs per step':<52} {p['flops_per_device']:>12.4g}")
+    if p.get("loop_trip_counts"):
+        lines.append(
+            f"    (XLA counts each loop body once: loops of {p['loop_trip_counts']} iterations;"
+            " a micro-batch loop's FLOPs and collectives run that many times)"
+        )
     lines.append(
         f"  {'collectives per step (operand bytes)':<52}"
         f" {_size(p['collective_bytes_per_device']):>12}"

@@ -340,34 +340,71 @@ def load_lpips(config: Any) -> dict[str, Any]:
     return {k: np.asarray(v) for k, v in lpips_lib.load_lpips_params("vgg", src or None).items()}
 
 
-def make_init(config: Any, nets: Networks):
+def assemble_state(
+    config: Any,
+    nets: Networks,
+    sd: Mapping[str, Any],
+    decoder: Any,
+    disc: tuple[Any, Any],
+    lpips: Mapping[str, Any],
+) -> State:
+    """The state from the SD VAE params, the decoder's start, D's (params, batch stats) and
+    LPIPS-VGG (host arrays from :func:`make_init`, or shapes under ``jax.eval_shape``)."""
     opt_g, opt_d = optimizers(config)
+    logvar = jnp.asarray(float(config.loss.logvar_init), jnp.float32)
+    g_params = {"decoder": jax.tree.map(jnp.asarray, decoder), "logvar": logvar}
+    train = {
+        "step": jnp.zeros((), jnp.int32),
+        "decoder": g_params["decoder"],
+        "logvar": logvar,
+        "disc": disc[0],
+        "disc_batch_stats": disc[1],
+        "opt_g": opt_g.init(g_params),
+        "opt_d": opt_d.init(disc[0]),
+    }
+    frozen = {
+        "sd_encoder": sd["encoder"],
+        "sd_quant": sd["quant_conv"],
+        "post_quant_conv": sd["post_quant_conv"],
+        "lpips": dict(lpips),
+    }
+    return {"train": train, "frozen": frozen}
 
+
+def make_init(config: Any, nets: Networks):
     def init(rng: jax.Array) -> State:
         del rng  # weights come from files or from config.model.seed (host-side numpy)
         sd = load_sd_vae(config, nets)
         decoder = init_decoder(config, nets, sd)
-        disc, stats = init_disc(nets, int(config.model.seed) + 3)
-        logvar = jnp.asarray(float(config.loss.logvar_init), jnp.float32)
-        g_params = {"decoder": jax.tree.map(jnp.asarray, decoder), "logvar": logvar}
-        train = {
-            "step": jnp.zeros((), jnp.int32),
-            "decoder": g_params["decoder"],
-            "logvar": logvar,
-            "disc": disc,
-            "disc_batch_stats": stats,
-            "opt_g": opt_g.init(g_params),
-            "opt_d": opt_d.init(disc),
-        }
-        frozen = {
-            "sd_encoder": sd["encoder"],
-            "sd_quant": sd["quant_conv"],
-            "post_quant_conv": sd["post_quant_conv"],
-            "lpips": load_lpips(config),
-        }
-        return {"train": train, "frozen": frozen}
+        disc = init_disc(nets, int(config.model.seed) + 3)
+        return assemble_state(config, nets, sd, decoder, disc, load_lpips(config))
 
     return init
+
+
+def lpips_vgg_shapes() -> dict[str, jax.ShapeDtypeStruct]:
+    """LPIPS-VGG's params as shapes (:func:`random_lpips_vgg`'s and the converted file's keys)."""
+    out, cin = {}, 3
+    for i, cout in enumerate(VGG16_CONVS):
+        out[f"conv{i}_kernel"] = jax.ShapeDtypeStruct((3, 3, cin, cout), jnp.float32)
+        out[f"conv{i}_bias"] = jax.ShapeDtypeStruct((cout,), jnp.float32)
+        cin = cout
+    for i, c in enumerate(LPIPS_VGG_TAPS):
+        out[f"lin{i}"] = jax.ShapeDtypeStruct((c,), jnp.float32)
+    return out
+
+
+def state_shapes(config: Any, nets: Networks) -> State:
+    """``init``'s tree as ``jax.ShapeDtypeStruct`` s from the architectures (``adcsr plan``):
+    no SD VAE, decoder checkpoint or LPIPS file is read, nothing is allocated."""
+    sd = vae_template(nets.sd)
+    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+
+    def state(sd: Any, decoder: Any, lpips: Any) -> State:
+        v = nets.disc.init(jax.random.key(int(config.model.seed) + 3), jnp.zeros(x.shape), True)
+        return assemble_state(config, nets, sd, decoder, (v["params"], v["batch_stats"]), lpips)
+
+    return jax.eval_shape(state, sd, nets.decoder_template(), lpips_vgg_shapes())
 
 
 # ----------------------------------------------------------------------------- step
@@ -649,6 +686,7 @@ def build(config: Any, mesh: Mesh) -> Stage:
     return Stage(
         name=NAME,
         init=make_init(config, nets),
+        shapes=lambda: state_shapes(config, nets),
         shardings=make_shardings(
             mesh, int(config.get("sharding", {}).get("fsdp_min_size", FSDP_MIN_SIZE))
         ),

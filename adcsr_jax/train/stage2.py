@@ -25,6 +25,9 @@ State (see :mod:`adcsr_jax.train.stage`)::
              "student_tail": {"decoder"}, "disc": D's frozen base, "prompt": (77, D)}
 
 Options: ``config.compute_dtype`` (bf16 compute; params, norms, softmax and losses in fp32),
+``config.frozen_dtype`` (``""``: the frozen networks as loaded, fp32; ``"bfloat16"``: stored in
+bf16, half their memory; matmuls and convs already run in the compute dtype, norm scales and
+biases are then bf16-rounded),
 ``config.remat`` (``nn.remat`` on UNet / decoder blocks of the student and D),
 ``config.grad_accum`` (mean of micro-batch gradients, ``train/accumulate.py``).
 """
@@ -270,7 +273,8 @@ def load_weights(config: Any) -> Any:
 
 def load_prompt(config: Any, width: int) -> PromptWeights | None:
     """The tagger and text encoder of ``config.prompt.source='tagger'`` (None for ``'fixed'``):
-    seeded random small ones for ``model.source='random'``, else ``prompt.ram`` / ``prompt.dape``
+    seeded random ones for ``model.source='random'`` (small; full-size for ``model.size='full'``),
+    else ``prompt.ram`` / ``prompt.dape``
     and ``prompt.text_encoder`` (default ``<model.sd21>/text_encoder``)."""
     from adcsr_jax.weights.prompt_weights import load_prompt_weights, random_prompt_weights
 
@@ -279,8 +283,8 @@ def load_prompt(config: Any, width: int) -> PromptWeights | None:
         return None
     if p.source != "tagger":
         raise ValueError(f"config.prompt.source must be 'fixed' or 'tagger', got {p.source!r}")
-    if config.model.source == "random":
-        return random_prompt_weights(width, int(p.seed))
+    if config.model.source == "random":  # full size: RAM Swin-L + SD 2.1's text encoder
+        return random_prompt_weights(width, int(p.seed), full=config.model.size == "full")
     text_encoder = p.get("text_encoder") or (
         str(Path(config.model.sd21) / "text_encoder") if config.model.sd21 else ""
     )
@@ -356,9 +360,15 @@ def build_nets(config: Any, weights: Any, prompt: PromptWeights | None = None) -
 
 
 def init_state(
-    config: Any, weights: Any, nets: Nets, rng: jax.Array, prompt: PromptWeights | None = None
+    config: Any,
+    weights: Any,
+    nets: Nets,
+    rng: jax.Array,
+    prompt: PromptWeights | None = None,
+    fixed_prompt: Any = None,
 ) -> State:
-    """The stage-2 state on the host from loaded (or random) weights (and the prompt path's)."""
+    """The stage-2 state on the host from loaded (or random) weights (and the prompt path's);
+    ``fixed_prompt``: the ``(length, D)`` embedding instead of :func:`prompt_embedding`'s."""
     tx_g, tx_d = optimizers(config)
     student = dict(weights.student)
     tail = {"decoder": student.pop("decoder")}
@@ -370,11 +380,16 @@ def init_state(
         "student_tail": tail,
         "disc": disc["frozen"],
     }
-    if prompt is None:
+    if prompt is None and fixed_prompt is not None:
+        frozen["prompt"] = fixed_prompt
+    elif prompt is None:
         frozen["prompt"] = prompt_embedding(config, nets.teacher.unet.cross_attention_dim)
     else:
         frozen["tagger"] = prompt.tagger.params
         frozen["text_encoder"] = prompt.text_params
+    frozen_dtype = str(config.get("frozen_dtype", "") or "")
+    if frozen_dtype:  # frozen weights stored in e.g. bf16 (read by bf16 compute anyway)
+        frozen = jax.tree.map(lambda x: _cast_float(x, frozen_dtype), frozen)
     train = {
         "student": student,
         "disc": disc["trainable"],
@@ -382,6 +397,119 @@ def init_state(
         "opt_d": tx_d.init(disc["trainable"]),
     }
     return {"train": train, "frozen": frozen}
+
+
+def _cast_float(x: Any, dtype: str) -> Any:
+    """Floating ``x`` (numpy, jax or traced) in ``dtype``; other leaves as they are."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return x
+    if isinstance(x, np.ndarray):
+        return x.astype(jnp.dtype(dtype))
+    return jnp.asarray(x, dtype)
+
+
+# -- shapes without weights (adcsr plan) ---------------------------------------------------------
+
+
+def reads_files_for_shapes(config: Any) -> bool:
+    """True for random networks built around given files (``model.sd_vae`` / ``half_decoder``,
+    the tiny demo's stage-1 result): their architectures are those files', so the shapes come
+    from loading them (small by construction)."""
+    m = config.model
+    return m.source == "random" and bool(m.get("sd_vae") or m.get("half_decoder"))
+
+
+def abstract_weights(config: Any) -> Any:
+    """``Stage2Weights`` of ``jax.ShapeDtypeStruct`` s for ``config.model``, reading no weight.
+
+    Architectures as ``adcsr plan --params-only`` derives them
+    (:func:`adcsr_jax.train.param_counts.sd_configs`: SD 2.1-base's unless ``model.sd21`` holds
+    ``config.json`` files; AdcSR's half decoder widths; the Table B.1 variant); a converted
+    student folder to fine-tune (``model.student``) gives its ``adcsr.json`` architecture."""
+    from adcsr_jax.train.param_counts import sd_configs
+    from adcsr_jax.weights import stage2_weights as sw
+
+    m = config.model
+    if m.source not in ("random", "files"):
+        raise ValueError(f"config.model.source must be 'random' or 'files', got {m.source!r}")
+    variant = sw.student_variant(m)
+    if m.source == "random" and m.size == "tiny" and variant.taesd == sw.TAESDConfig():
+        variant = dataclasses.replace(variant, taesd=sw.TINY_TAESD)  # random_stage2_weights' rule
+    student = None
+    if m.source == "files" and m.get("student") and Path(m.student).is_dir():
+        from adcsr_jax.weights.adcsr_ckpt import read_converted_meta
+
+        student = AdcSRConfig.from_dict(read_converted_meta(Path(m.student), "adcsr")["config"])
+    return sw.abstract_stage2_weights(sd_configs(m), variant, student)
+
+
+def abstract_prompt(config: Any, width: int) -> PromptWeights | None:
+    """:func:`load_prompt`'s result with ``jax.ShapeDtypeStruct`` params, reading no weight file
+    (RAM Swin-L 384 + SD 2.1's text encoder at full size; see
+    :func:`adcsr_jax.weights.prompt_weights.abstract_prompt_weights`)."""
+    from adcsr_jax.weights.prompt_weights import abstract_prompt_weights
+
+    p = config.prompt
+    if p.source == "fixed":
+        return None
+    if p.source != "tagger":
+        raise ValueError(f"config.prompt.source must be 'fixed' or 'tagger', got {p.source!r}")
+    if config.model.source == "random":
+        return abstract_prompt_weights(width, tiny=config.model.size != "full")
+    text_encoder = p.get("text_encoder") or (
+        str(Path(config.model.sd21) / "text_encoder") if config.model.sd21 else ""
+    )
+    return abstract_prompt_weights(
+        width, text_encoder=text_encoder or None, tokenizer=p.get("tokenizer") or None
+    )
+
+
+def fixed_prompt_shape(config: Any, width: int) -> tuple[int, int]:
+    """The shape :func:`prompt_embedding` returns (the ``.npy`` header when the file is here)."""
+    p = config.prompt
+    if p.embedding and Path(p.embedding).is_file():
+        shape = np.load(p.embedding, mmap_mode="r").shape
+        return tuple(shape[1:] if len(shape) == 3 and shape[0] == 1 else shape)
+    return int(p.length), width
+
+
+_WEIGHT_TREES = ("student", "teacher", "half_stem", "sd_vae", "sd_unet")
+
+
+def state_shapes(
+    config: Any, weights: Any, nets: Nets, prompt: PromptWeights | None, rng: jax.Array
+) -> State:
+    """:func:`init_state`'s tree as ``jax.ShapeDtypeStruct`` s (``jax.eval_shape``: D's LoRA
+    init and both Adam states traced, nothing allocated) from abstract or loaded weights."""
+    trees = {k: getattr(weights, k) for k in _WEIGHT_TREES}
+    if prompt is not None:
+        trees["tagger"], trees["text"] = prompt.tagger.params, prompt.text_params
+    width = nets.teacher.unet.cross_attention_dim
+    fixed = jax.ShapeDtypeStruct(fixed_prompt_shape(config, width), F32) if prompt is None else None
+
+    def init(trees: dict[str, Any], fixed: Any, rng: jax.Array) -> State:
+        w = dataclasses.replace(weights, **{k: trees[k] for k in _WEIGHT_TREES})
+        pr = None
+        if prompt is not None:
+            tagger = dataclasses.replace(prompt.tagger, params=trees["tagger"])
+            pr = dataclasses.replace(prompt, tagger=tagger, text_params=trees["text"])
+        return init_state(config, w, nets, rng, pr, fixed_prompt=fixed)
+
+    return jax.eval_shape(init, trees, fixed, rng)
+
+
+def same_architecture(a: Nets, b: Nets) -> bool:
+    """Whether two :class:`Nets` build the same networks (the prompt path by its configs)."""
+    if (a.student, a.teacher, a.disc) != (b.student, b.teacher, b.disc):
+        return False
+    if a.prompt is None or b.prompt is None:
+        return a.prompt is b.prompt
+    pa, pb = a.prompt, b.prompt
+    return (
+        pa.tagger.module.config == pb.tagger.module.config
+        and pa.text_module.config == pb.text_module.config
+        and pa.tag_tokens.table.shape == pb.tag_tokens.table.shape
+    )
 
 
 # -- shardings ----------------------------------------------------------------------------------
@@ -618,35 +746,83 @@ def make_export(config: Any, nets: Nets) -> Callable[[State, Path], list[Path]]:
 
 
 def build(config: Any, mesh: Mesh) -> Stage:
-    """The stage-2 :class:`~adcsr_jax.train.stage.Stage` for ``config`` (``configs/stage2.py``)."""
-    weights_cache: dict[str, Any] = {}
+    """The stage-2 :class:`~adcsr_jax.train.stage.Stage` for ``config`` (``configs/stage2.py``).
+
+    Nothing is read here: ``init`` loads the weights; ``shapes`` (``adcsr plan``) derives the
+    state from the architectures alone (:func:`abstract_weights`, :func:`abstract_prompt`). The
+    step, shardings, evaluation and export use the loaded weights' architectures once ``init``
+    ran (the loop calls it first), else the derived ones; ``init`` raises if the weights'
+    differ from architectures already used."""
+    cache: dict[str, Any] = {}
 
     def weights() -> tuple[Any, PromptWeights | None]:
-        if "w" not in weights_cache:
+        if "w" not in cache:
             w = load_weights(config)
             width = w.teacher_config.unet.cross_attention_dim
-            weights_cache["w"] = (w, load_prompt(config, width))
-        return weights_cache["w"]
+            cache["w"] = (w, load_prompt(config, width))
+        return cache["w"]
 
-    nets = build_nets(config, *weights())
+    def abstract() -> tuple[Any, PromptWeights | None]:
+        if reads_files_for_shapes(config):
+            return weights()
+        if "abstract" not in cache:
+            w = abstract_weights(config)
+            cache["abstract"] = (
+                w,
+                abstract_prompt(config, w.teacher_config.unet.cross_attention_dim),
+            )
+        return cache["abstract"]
+
+    def nets() -> Nets:
+        if "nets" not in cache:
+            cache["nets"] = build_nets(config, *(cache["w"] if "w" in cache else abstract()))
+        return cache["nets"]
 
     def init(rng: jax.Array) -> State:
-        w, prompt = weights()
-        state = init_state(config, w, nets, rng, prompt)
-        weights_cache.clear()  # the state now owns the arrays
+        with jax.ensure_compile_time_eval():  # loaded eagerly under jax.eval_shape(init) too
+            w, prompt = weights()
+        loaded = build_nets(config, w, prompt)
+        if "nets" in cache and not same_architecture(cache["nets"], loaded):
+            raise ValueError(
+                "stage2: the loaded weights' architectures differ from those derived from the "
+                f"config (used before init): {loaded.student} vs {cache['nets'].student}"
+            )
+        cache.setdefault("nets", loaded)
+        state = init_state(config, w, cache["nets"], rng, prompt)
+        cache.pop("w")  # the state now owns the arrays
         return state
+
+    def shapes() -> State:
+        from adcsr_jax.train.loop import init_rng
+
+        w, prompt = abstract()
+        return state_shapes(config, w, nets(), prompt, init_rng(int(config.seed)))
+
+    def step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, Metrics]:
+        return make_step(config, nets())(state, batch, rng)
+
+    made: dict[str, Callable[..., Any]] = {}
+
+    def evaluate(state: State, step: int, workdir: Path) -> tuple[dict[str, float], dict]:
+        if "evaluate" not in made:  # one jitted function for every evaluation
+            made["evaluate"] = make_evaluate(config, nets())
+        return made["evaluate"](state, step, workdir)
+
+    def export(state: State, workdir: Path) -> list[Path]:
+        return make_export(config, nets())(state, workdir)
 
     lr_dir = config.eval.get("lr_dir")
     has_eval = lr_dir == "sample:val" or (bool(lr_dir) and bool(config.eval.get("hr_dir")))
     return Stage(
         name=NAME,
         init=init,
-        shardings=lambda shapes: state_shardings(mesh, _rules(config), nets, shapes),
-        step=make_step(config, nets),
+        shardings=lambda shapes: state_shardings(mesh, _rules(config), nets(), shapes),
+        step=step,
         batch_keys=BATCH_KEYS,
-        evaluate=make_evaluate(config, nets) if has_eval else None,
-        export=make_export(config, nets),
+        evaluate=evaluate if has_eval else None,
+        export=export,
         hparams=hparams(config),
+        shapes=shapes,
     )
 
 

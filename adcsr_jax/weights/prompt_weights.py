@@ -10,6 +10,7 @@ The networks are :mod:`adcsr_jax.models.tagger` and :mod:`adcsr_jax.models.text`
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -62,27 +63,74 @@ def _np(tree: Any) -> Any:
 def random_prompt_weights(
     width: int, seed: int = 0, num_classes: int = 16, *, full: bool = False
 ) -> PromptWeights:
-    """Seeded random tagger and text encoder of hidden size ``width``.
-
-    Small (default): the first ``num_classes`` RAM tags with thresholds 0.5, so that random
-    logits fire on some images. ``full=True``: RAM Swin-L with every tag and RAM's thresholds,
-    and SD 2.1's 23-layer text encoder (``width`` 1024): the shapes and cost of the real prompt
-    path without its weight files (benchmarks)."""
-    tags, thresholds = read_tag_files()
+    """Seeded random tagger (the first ``num_classes`` RAM tags, thresholds 0.5 so that random
+    logits fire on some images) and text encoder of hidden size ``width``; ``full``: RAM Swin-L
+    and SD 2.1's text encoder with random weights (:func:`abstract_prompt_weights`' structure,
+    for benchmarks)."""
     if full:
-        tagger_cfg, text_cfg = TaggerConfig(num_classes=len(tags)), TextConfig(hidden_size=width)
-    else:
-        tagger_cfg, text_cfg = tiny_tagger_config(num_classes), tiny_text_config(width)
-        tags, thresholds = tags[:num_classes], np.full(num_classes, 0.5, np.float32)
+        shapes = abstract_prompt_weights(width)
+        tagger = dataclasses.replace(
+            shapes.tagger, params=_np(random_params(shapes.tagger.params, seed))
+        )
+        text = _np(random_params(shapes.text_params, seed + 1))
+        return dataclasses.replace(shapes, tagger=tagger, text_params=text)
+    tags, _ = read_tag_files()
+    tagger_cfg = tiny_tagger_config(num_classes)
     tagger = Tagger(
         RAMTagger(tagger_cfg),
         _np(random_params(tagger_template(tagger_cfg), seed)),
-        tags,
-        thresholds,
+        tags[:num_classes],
+        np.full(num_classes, 0.5, np.float32),
     )
+    text_cfg = tiny_text_config(width)
     text_params = _np(random_params(text_encoder_template(text_cfg), seed + 1))
     tag_tokens = TagTokens.build(tagger.tag_list, get_tokenizer(), user_prompt=None)
     return PromptWeights(tagger, tag_tokens, CLIPTextTransformer(text_cfg), text_params)
+
+
+def abstract_prompt_weights(
+    width: int,
+    *,
+    tiny: bool = False,
+    num_classes: int = 16,
+    text_encoder: str | os.PathLike[str] | None = None,
+    tokenizer: str | os.PathLike[str] | None = None,
+) -> PromptWeights:
+    """The prompt path with ``jax.ShapeDtypeStruct`` params, reading no weight file: RAM Swin-L
+    384 (RAM's release, what :func:`load_prompt_weights` infers from ``ram_swin_large_14m.pth``;
+    DAPE only adds LoRAs that are merged) and SD 2.1's text encoder (its ``config.json`` when
+    ``text_encoder`` is a folder holding one, else :class:`TextConfig`'s SD 2.1 defaults), with
+    the real tag list, thresholds and tag token table. ``tiny``: :func:`random_prompt_weights`'
+    structure."""
+    tags, thresholds = read_tag_files()
+    if tiny:
+        tagger_cfg = tiny_tagger_config(num_classes)
+        text_cfg = tiny_text_config(width)
+        tags, thresholds = tags[:num_classes], np.full(num_classes, 0.5, np.float32)
+        tok = get_tokenizer()
+    else:
+        tagger_cfg = TaggerConfig()
+        folder = Path(text_encoder) if text_encoder else None
+        if folder is not None and (folder / "text_encoder" / "config.json").is_file():
+            folder = folder / "text_encoder"
+        cfg_file = folder / "config.json" if folder is not None else None
+        if cfg_file is not None and cfg_file.is_file():
+            text_cfg = TextConfig.from_transformers(json.loads(cfg_file.read_text()))
+        else:
+            text_cfg = TextConfig()
+        if text_cfg.hidden_size != width:
+            raise ValueError(
+                f"text encoder width {text_cfg.hidden_size}, but the teacher UNet's "
+                f"cross_attention_dim is {width} (SD 2.1-base: 1024)"
+            )
+        tok_dir = None  # absent folders: the bundled vocabulary (SD 2.1's)
+        if (tokenizer and Path(tokenizer).is_dir()) or (folder is not None and folder.is_dir()):
+            tok_dir = _tokenizer_dir(folder or Path(str(tokenizer)), tokenizer)
+        tok = get_tokenizer(tok_dir)
+    tagger = Tagger(RAMTagger(tagger_cfg), tagger_template(tagger_cfg), tags, thresholds)
+    tag_tokens = TagTokens.build(tagger.tag_list, tok, user_prompt=None)
+    text_module = CLIPTextTransformer(text_cfg)
+    return PromptWeights(tagger, tag_tokens, text_module, text_encoder_template(text_cfg))
 
 
 def _tokenizer_dir(text_encoder: Path, tokenizer: str | os.PathLike[str] | None) -> str | None:
@@ -122,6 +170,7 @@ def load_prompt_weights(
 
 __all__ = [
     "PromptWeights",
+    "abstract_prompt_weights",
     "load_prompt_weights",
     "random_prompt_weights",
     "tiny_tagger_config",

@@ -265,6 +265,41 @@ def random_stage2_weights(
                      variant=variant, taesd_params=taesd)  # fmt: skip
 
 
+def abstract_stage2_weights(
+    configs: tuple[UNetConfig, VAEConfig, VAEConfig],
+    variant: StudentVariant | None = None,
+    student: AdcSRConfig | None = None,
+) -> Stage2Weights:
+    """:class:`Stage2Weights` of ``jax.ShapeDtypeStruct`` s (fp32, the loaders' dtype) for
+    ``configs`` = (SD UNet, SD VAE, half decoder), without reading or drawing any weight: the tree
+    :func:`load_stage2_weights` / :func:`random_stage2_weights` return for those architectures.
+    ``student``: the student's architecture when it is not the one pruned from ``configs`` (a
+    converted AdcSR folder to fine-tune)."""
+    from adcsr_jax.models.adcsr import abstract_params
+    from adcsr_jax.models.osediff import abstract_params as teacher_params
+
+    variant = variant or DEFAULT_VARIANT
+    unet_cfg, vae_cfg, half_cfg = configs
+    latent = variant.decoder == "taesd"
+    if student is None:
+        student = variant_student_config(unet_cfg, None if latent else half_cfg, variant)
+    latent = student.feature_space == "latent"
+    teacher_config = OSEDiffConfig(
+        unet=unet_cfg, vae=vae_cfg, half_decoder=None if latent else half_cfg
+    )
+    teacher = teacher_params(teacher_config)
+    return Stage2Weights(
+        student_config=student,
+        student=dict(abstract_params(student)),
+        teacher_config=teacher_config,
+        teacher={"vae": teacher["vae"], "unet": teacher["unet"]},
+        half_stem={} if latent else {k: teacher["half_decoder"][k] for k in HALF_STEM},
+        sd_vae={k: teacher["vae"][k] for k in SD_VAE_PARTS},
+        sd_unet_config=unet_cfg,
+        sd_unet=unet_template(unet_cfg),
+    )
+
+
 def stage2_weights_from_torch(
     sd_unet: dict[str, np.ndarray],
     sd_vae: dict[str, np.ndarray],
@@ -359,6 +394,7 @@ def load_stage2_weights(
 
 __all__ = [
     "Stage2Weights",
+    "abstract_stage2_weights",
     "StudentVariant",
     "full_configs",
     "load_stage2_weights",

@@ -143,3 +143,16 @@ def test_the_command_simulates_its_own_devices():
     assert p["devices"] == 4 and p["mesh"] == {"data": 2, "fsdp": 2, "tensor": 1}
     assert p["batch"] == {"gt": [[8, 8, 8, 3], "float32"]}
     assert p["params"]["frozen"] == 8 * 8 * 3 + 1
+
+
+def test_loop_trip_counts_name_what_the_cost_analysis_counts_once():
+    x = jnp.ones((8, 8))
+
+    def f(x):
+        return jax.lax.scan(lambda c, _: (c @ x, None), x, None, length=7)[0]
+
+    compiled = jax.jit(f).lower(x).compile()
+    assert plan_lib.loop_trip_counts(compiled.as_text()) == [7]
+    flops = compiled.cost_analysis()
+    flops = (flops[0] if isinstance(flops, list) else flops)["flops"]
+    assert flops < 2 * 2 * 8**3  # one body's matmul, not seven
