@@ -114,7 +114,8 @@ def _flax_steps(
     from adcsr_jax.weights.stage2_weights import random_stage2_weights
 
     config = _config(variant)
-    config.compute_dtype, config.remat, config.grad_accum, config.rules = "float32", False, 1, ()
+    config.compute_dtype, config.grad_accum, config.rules = "float32", 1, ()
+    config.remat = bool(args.remat)
     config.attention_query_chunk = args.attention_chunk
     config.conv_matmul_max_pixels = args.conv_matmul_pixels
     t0 = time.perf_counter()
@@ -313,6 +314,8 @@ def main() -> int:
                         help="Flax: convs on maps up to this size as one matmul (0: off)")  # fmt: skip
     parser.add_argument("--xla-flags", default=MEMORY_SCHEDULER,
                         help="appended to XLA_FLAGS of the JAX parts ('' for XLA's defaults)")  # fmt: skip
+    parser.add_argument("--remat", action="store_true",
+                        help="Flax: rematerialise UNet/decoder blocks (fits 24 GB at LR 128)")  # fmt: skip
     parser.add_argument("--out", default=None, help="write all results as JSON here")
     args = parser.parse_args()
     if args.part:
@@ -327,7 +330,8 @@ def main() -> int:
         cmd = [sys.executable, __file__, "--part", part, "--lr", str(args.lr),
                "--iters", str(args.iters), "--warmup", str(args.warmup),
                "--attention-chunk", str(args.attention_chunk),
-               "--conv-matmul-pixels", str(args.conv_matmul_pixels)]  # fmt: skip
+               "--conv-matmul-pixels", str(args.conv_matmul_pixels),
+               *(["--remat"] if args.remat else [])]  # fmt: skip
         print(f"== {part}", flush=True)
         env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
         if part in JAX_PARTS and args.xla_flags:
