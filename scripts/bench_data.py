@@ -270,21 +270,13 @@ def per_op(cfg, gt: np.ndarray, bucket1: int, reps: int) -> dict:
     return {
         f"blur1 {h}": _time(jit(ops.filter2d_fft), (x, k1), reps),
         f"resize1 {h}->{s1} (bucket {bucket1})": _time(jit(T.apply_taps), (x, *i1, *i1), reps),
-        f"gaussian1 {bucket1}": _time(
-            jit(lambda k, y: ops.gaussian_noise(k, y, sig, gray_mix)), (key, y1), reps
-        ),
-        f"poisson1 {bucket1}": _time(
-            jit(lambda k, y: ops.poisson_noise(k, y, ones, gray_mix, v1)), (key, y1), reps
-        ),
+        f"gaussian1 {bucket1}": _time(jit(ops.gaussian_noise), (key, y1, sig, gray_mix), reps),
+        f"poisson1 {bucket1}": _time(jit(ops.poisson_noise), (key, y1, ones, gray_mix, v1), reps),
         f"jpeg1 {bucket1}": _time(jit(J.diff_jpeg_padded), (y1, q), reps),
         f"blur2 {bucket1}": _time(jit(ops.filter2d_fft), (y1, k1, v1), reps),
         f"resize2 {s1}->{s2} (bucket {bucket2})": _time(jit(T.apply_taps), (y1, *i2, *i2), reps),
-        f"gaussian2 {bucket2}": _time(
-            jit(lambda k, y: ops.gaussian_noise(k, y, sig, gray_mix)), (key, y2), reps
-        ),
-        f"poisson2 {bucket2}": _time(
-            jit(lambda k, y: ops.poisson_noise(k, y, ones, gray_mix, v2)), (key, y2), reps
-        ),
+        f"gaussian2 {bucket2}": _time(jit(ops.gaussian_noise), (key, y2, sig, gray_mix), reps),
+        f"poisson2 {bucket2}": _time(jit(ops.poisson_noise), (key, y2, ones, gray_mix, v2), reps),
         f"resize3 {s2}->{lr}": _time(jit(T.apply_taps), (y2, *i3, *i3), reps),
         f"sinc {lr}": _time(jit(ops.filter2d_fft), (y3, k1), reps),
         f"jpeg2 {lr}": _time(jit(J.diff_jpeg), (y3, q), reps),
