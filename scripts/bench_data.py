@@ -21,10 +21,33 @@ Reports (JSON at the end):
   per-batch ratios, and how many batches took each random branch (resize up/down/keep, Gaussian
   vs Poisson, both final orders);
 * ``ours_per_op``: our time per op (blur, resize, noise, JPEG, sinc) jitted alone at the sizes of
-  the ``keep`` bucket and of the largest bucket, medians of ``--op-reps`` runs;
+  the ``keep`` bucket and of the largest bucket, medians of ``--op-reps`` runs (the noise ops take
+  their per-sample arguments traced, as in the pipeline: closed-over constants let XLA drop the
+  ``cond`` and fuse the draw into the mix, a 6x slower loop that the pipeline never runs);
+* ``ours_per_stage_s``: per bucket, the two jitted programs alone and the host arguments
+  (``device_args``), which is where in-context fusion effects show (an op can cost more inside
+  its program than alone);
 * the number of compiled programs and the bound.
 
 Neither side includes the training pair pool or the paired random crop (both are copies).
+
+Measured (2026-12-02, jax 0.10.2, torch 2 threads, 2 shared CPU cores, batch 12, 512 crops; the
+heavy-job lock was held by other jobs until the deadline, so these are short side-by-side checks
+run outside it, ours and torch alternating on the same inputs and draws, via ``Degrader.apply``
+and this script's ``torch_degrader``; the full ``--batches 24`` run is still to record here):
+
+* before this branch, bucket 768 (resize up, 20% of batches): ours 2.96-3.44 s, torch 2.39-7.94 s
+  (per-batch ratio 0.43-1.24; 1.24 on a Gaussian-noise batch); bucket 512 (keep): ratio 0.31-0.67.
+  In-program time at bucket 768: stage 1 2.0 s, stage 2 0.5 s, although the ops alone summed to
+  ~1.0 s: the resize's column gathers (3-float slices) were fused into the noise and clamp with a
+  transposed layout. DiffJPEG at 768: 0.50 s, of which 0.34 s the RGB->YCbCr dot + chroma mean
+  and 0.28 s the YCbCr->RGB tail (XLA:CPU's (pixels, 3) x (3, 3) dot).
+* ``taps.apply_taps`` columns first on the transpose (row gathers only): bucket 768 stage 1
+  2.0 -> 1.03 s, stage 2 0.5 -> 0.13 s (resize within 3.6e-7 of before).
+* DiffJPEG colour conversions as multiply-adds: DiffJPEG 0.42 -> 0.15 s on 12 RealSR 512 crops;
+  bucket 768 stage 1 1.03 -> 0.79 s.
+* after both, bucket 320 (resize down, the common case): ours 0.37-0.46 s vs torch 1.73-3.77 s
+  (per-batch ratio 0.10-0.27).
 """
 
 from __future__ import annotations
