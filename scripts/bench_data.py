@@ -31,23 +31,30 @@ Reports (JSON at the end):
 
 Neither side includes the training pair pool or the paired random crop (both are copies).
 
-Measured (2026-12-02, jax 0.10.2, torch 2 threads, 2 shared CPU cores, batch 12, 512 crops; the
-heavy-job lock was held by other jobs until the deadline, so these are short side-by-side checks
-run outside it, ours and torch alternating on the same inputs and draws, via ``Degrader.apply``
-and this script's ``torch_degrader``; the full ``--batches 24`` run is still to record here):
+Measured (2026-12-02, jax 0.10.2, torch 2 threads, 2 shared CPU cores, under the heavy-job lock)::
 
-* before this branch, bucket 768 (resize up, 20% of batches): ours 2.96-3.44 s, torch 2.39-7.94 s
-  (per-batch ratio 0.43-1.24; 1.24 on a Gaussian-noise batch); bucket 512 (keep): ratio 0.31-0.67.
-  In-program time at bucket 768: stage 1 2.0 s, stage 2 0.5 s, although the ops alone summed to
-  ~1.0 s: the resize's column gathers (3-float slices) were fused into the noise and clamp with a
-  transposed layout. DiffJPEG at 768: 0.50 s, of which 0.34 s the RGB->YCbCr dot + chroma mean
-  and 0.28 s the YCbCr->RGB tail (XLA:CPU's (pixels, 3) x (3, 3) dot).
-* ``taps.apply_taps`` columns first on the transpose (row gathers only): bucket 768 stage 1
-  2.0 -> 1.03 s, stage 2 0.5 -> 0.13 s (resize within 3.6e-7 of before).
-* DiffJPEG colour conversions as multiply-adds: DiffJPEG 0.42 -> 0.15 s on 12 RealSR 512 crops;
-  bucket 768 stage 1 1.03 -> 0.79 s.
-* after both, bucket 320 (resize down, the common case): ours 0.37-0.46 s vs torch 1.73-3.77 s
-  (per-batch ratio 0.10-0.27).
+    flock /tmp/adcsr-heavy.lock .venv/bin/python scripts/bench_data.py --batches 24 \
+        --images ../shared/data/realsr/test_HR
+
+24 batches of 12 RealSR 512 crops (resize1 down 13 / up 9 / keep 2, noise1 Gaussian 12 /
+Poisson 12, both final orders): ours median 0.398 s per batch (quartiles 0.288-0.619, range
+0.244-0.745), torch median 0.843 s (0.389-1.189, range 0.201-3.026); ratio of medians
+ours/torch 0.47, per-batch ratio median 0.69 (quartiles 0.36-0.93, range 0.23-1.28: above 1 only
+on small-bucket batches with Gaussian noise, where torch takes 0.2-0.4 s). Per stage: stage 1
+0.19 s (bucket 256) .. 0.45 s (768), stage 2 0.05-0.26 s, host arguments 0.02-0.05 s; per op
+the fixed cost is the first blur (0.14 s at 512, FFT), then blur2 (0.33 s at 768 when drawn),
+the first noise (0.04-0.15 s) and DiffJPEG (0.04 s at 512, 0.10 s at 768).
+
+What changed on this branch, from short checks of the same programs before the lock was free:
+
+* ``taps.apply_taps`` columns first on the transpose (row gathers only). Before, the column
+  gathers (3-float slices) were fused into the noise and clamp with a transposed layout: at
+  bucket 768 stage 1 took 2.0 s and stage 2 0.5 s while the ops alone summed to ~1.0 s; after,
+  1.03 s and 0.13 s (resize within 3.6e-7 of before).
+* DiffJPEG's colour conversions as multiply-adds (XLA:CPU's (pixels, 3) x (3, 3) dot and the
+  fused 2x2 chroma mean were 5-10x slower than elementwise loops): DiffJPEG 0.42 -> 0.15 s on 12
+  RealSR 512 crops, bucket 768 stage 1 1.03 -> 0.79 s (loaded machine).
+* Before both, at bucket 768 on the loaded machine: ours 2.96-3.44 s against torch 2.39-7.94 s.
 """
 
 from __future__ import annotations
