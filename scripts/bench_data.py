@@ -45,7 +45,12 @@ on small-bucket batches with Gaussian noise, where torch takes 0.2-0.4 s). Per s
 the fixed cost is the first blur (0.14 s at 512, FFT), then blur2 (0.33 s at 768 when drawn),
 the first noise (0.04-0.15 s) and DiffJPEG (0.04 s at 512, 0.10 s at 768).
 
-What changed on this branch, from short checks of the same programs before the lock was free:
+The same run (same command, seed, crops and draws) on the code before this branch: ours median
+0.938 s (0.563-1.394, range 0.401-1.778), torch 0.857 s (0.474-1.326); ratio of medians 1.10,
+per-batch ratio median 1.24 (0.69-1.68, range 0.48-2.35); stage 1 0.26 s (256) .. 1.12 s (768),
+stage 2 0.15-0.47 s; DiffJPEG alone 0.12 s at 512, 0.27 s at 768.
+
+What changed on this branch (the attributions from short checks on a loaded machine):
 
 * ``taps.apply_taps`` columns first on the transpose (row gathers only). Before, the column
   gathers (3-float slices) were fused into the noise and clamp with a transposed layout: at
