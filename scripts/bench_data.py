@@ -21,10 +21,45 @@ Reports (JSON at the end):
   per-batch ratios, and how many batches took each random branch (resize up/down/keep, Gaussian
   vs Poisson, both final orders);
 * ``ours_per_op``: our time per op (blur, resize, noise, JPEG, sinc) jitted alone at the sizes of
-  the ``keep`` bucket and of the largest bucket, medians of ``--op-reps`` runs;
+  the ``keep`` bucket and of the largest bucket, medians of ``--op-reps`` runs (the noise ops take
+  their per-sample arguments traced, as in the pipeline: closed-over constants let XLA drop the
+  ``cond`` and fuse the draw into the mix, a 6x slower loop that the pipeline never runs);
+* ``ours_per_stage_s``: per bucket, the two jitted programs alone and the host arguments
+  (``device_args``), which is where in-context fusion effects show (an op can cost more inside
+  its program than alone);
 * the number of compiled programs and the bound.
 
 Neither side includes the training pair pool or the paired random crop (both are copies).
+
+Measured (2026-12-02, jax 0.10.2, torch 2 threads, 2 shared CPU cores, under the heavy-job lock)::
+
+    flock /tmp/adcsr-heavy.lock .venv/bin/python scripts/bench_data.py --batches 24 \
+        --images ../shared/data/realsr/test_HR
+
+24 batches of 12 RealSR 512 crops (resize1 down 13 / up 9 / keep 2, noise1 Gaussian 12 /
+Poisson 12, both final orders): ours median 0.398 s per batch (quartiles 0.288-0.619, range
+0.244-0.745), torch median 0.843 s (0.389-1.189, range 0.201-3.026); ratio of medians
+ours/torch 0.47, per-batch ratio median 0.69 (quartiles 0.36-0.93, range 0.23-1.28: above 1 only
+on small-bucket batches with Gaussian noise, where torch takes 0.2-0.4 s). Per stage: stage 1
+0.19 s (bucket 256) .. 0.45 s (768), stage 2 0.05-0.26 s, host arguments 0.02-0.05 s; per op
+the fixed cost is the first blur (0.14 s at 512, FFT), then blur2 (0.33 s at 768 when drawn),
+the first noise (0.04-0.15 s) and DiffJPEG (0.04 s at 512, 0.10 s at 768).
+
+The same run (same command, seed, crops and draws) on the code before this branch: ours median
+0.938 s (0.563-1.394, range 0.401-1.778), torch 0.857 s (0.474-1.326); ratio of medians 1.10,
+per-batch ratio median 1.24 (0.69-1.68, range 0.48-2.35); stage 1 0.26 s (256) .. 1.12 s (768),
+stage 2 0.15-0.47 s; DiffJPEG alone 0.12 s at 512, 0.27 s at 768.
+
+What changed on this branch (the attributions from short checks on a loaded machine):
+
+* ``taps.apply_taps`` columns first on the transpose (row gathers only). Before, the column
+  gathers (3-float slices) were fused into the noise and clamp with a transposed layout: at
+  bucket 768 stage 1 took 2.0 s and stage 2 0.5 s while the ops alone summed to ~1.0 s; after,
+  1.03 s and 0.13 s (resize within 3.6e-7 of before).
+* DiffJPEG's colour conversions as multiply-adds (XLA:CPU's (pixels, 3) x (3, 3) dot and the
+  fused 2x2 chroma mean were 5-10x slower than elementwise loops): DiffJPEG 0.42 -> 0.15 s on 12
+  RealSR 512 crops, bucket 768 stage 1 1.03 -> 0.79 s (loaded machine).
+* Before both, at bucket 768 on the loaded machine: ours 2.96-3.44 s against torch 2.39-7.94 s.
 """
 
 from __future__ import annotations
@@ -270,25 +305,37 @@ def per_op(cfg, gt: np.ndarray, bucket1: int, reps: int) -> dict:
     return {
         f"blur1 {h}": _time(jit(ops.filter2d_fft), (x, k1), reps),
         f"resize1 {h}->{s1} (bucket {bucket1})": _time(jit(T.apply_taps), (x, *i1, *i1), reps),
-        f"gaussian1 {bucket1}": _time(
-            jit(lambda k, y: ops.gaussian_noise(k, y, sig, gray_mix)), (key, y1), reps
-        ),
-        f"poisson1 {bucket1}": _time(
-            jit(lambda k, y: ops.poisson_noise(k, y, ones, gray_mix, v1)), (key, y1), reps
-        ),
+        f"gaussian1 {bucket1}": _time(jit(ops.gaussian_noise), (key, y1, sig, gray_mix), reps),
+        f"poisson1 {bucket1}": _time(jit(ops.poisson_noise), (key, y1, ones, gray_mix, v1), reps),
         f"jpeg1 {bucket1}": _time(jit(J.diff_jpeg_padded), (y1, q), reps),
         f"blur2 {bucket1}": _time(jit(ops.filter2d_fft), (y1, k1, v1), reps),
         f"resize2 {s1}->{s2} (bucket {bucket2})": _time(jit(T.apply_taps), (y1, *i2, *i2), reps),
-        f"gaussian2 {bucket2}": _time(
-            jit(lambda k, y: ops.gaussian_noise(k, y, sig, gray_mix)), (key, y2), reps
-        ),
-        f"poisson2 {bucket2}": _time(
-            jit(lambda k, y: ops.poisson_noise(k, y, ones, gray_mix, v2)), (key, y2), reps
-        ),
+        f"gaussian2 {bucket2}": _time(jit(ops.gaussian_noise), (key, y2, sig, gray_mix), reps),
+        f"poisson2 {bucket2}": _time(jit(ops.poisson_noise), (key, y2, ones, gray_mix, v2), reps),
         f"resize3 {s2}->{lr}": _time(jit(T.apply_taps), (y2, *i3, *i3), reps),
         f"sinc {lr}": _time(jit(ops.filter2d_fft), (y3, k1), reps),
         f"jpeg2 {lr}": _time(jit(J.diff_jpeg), (y3, q), reps),
         f"jpeg2 padded {bucket2}": _time(jit(J.diff_jpeg_padded), (y2, q), reps),
+    }
+
+
+def per_stage(deg: Degrader, gt: np.ndarray, p: dict, reps: int) -> dict:
+    """Seconds of the two jitted programs alone (inputs on the device; medians of ``reps``)."""
+    hw = (gt.shape[1], gt.shape[2])
+    a1, a2, _ = device_args(deg.config, p, hw)
+    a1 = {k: jnp.asarray(v) for k, v in a1.items()}
+    a2 = {k: jnp.asarray(v) for k, v in a2.items()}
+    x = jnp.asarray(gt, jnp.float32) / 255
+    key = jax.random.key(0)
+    out_hw = (hw[0] // deg.config.scale, hw[1] // deg.config.scale)
+    y = deg._stage1(x, a1, key)
+    t = time.perf_counter()
+    host = [device_args(deg.config, p, hw) for _ in range(reps)]
+    host_s = (time.perf_counter() - t) / len(host)
+    return {
+        "host_device_args": round(host_s, 4),
+        "stage1": _time(deg._stage1, (x, a1, key), reps),
+        "stage2": _time(deg._stage2, (y, a2, key, out_hw), reps),
     }
 
 
@@ -418,6 +465,10 @@ def main() -> None:
         side["per_batch_ratio"] = spread(ratios)
     report["side_by_side"] = side
     report["programs_compiled"] = compiled
+    report["ours_per_stage_s"] = {
+        f"bucket {b}": per_stage(deg, gts[buckets.index(b)], params[buckets.index(b)], 3)
+        for b in sorted(set(buckets))
+    }
     report["programs_after_timing"] = deg.num_compilations()
     report["program_bound"] = 2 * len(
         stage1_buckets(args.crop, cfg.resize_range[1], cfg.resize_range[0])

@@ -9,6 +9,16 @@ Prints images/second for each metric on 512x512 pairs (warm: after compilation; 
 (the reference forwards of richzhang/PerceptualSimilarity and dingkeyan93/DISTS, same weights,
 same threads) and, with --full, the wall time of the whole RealSR evaluation
 (PSNR, SSIM, LPIPS, DISTS, NIQE and FID over 100 pairs). Needs `adcsr convert metrics` first.
+
+Measured 2026-12-02 (2 CPU cores, jax 0.10.2, torch 2.13.0, 2 threads; under the heavy-job lock,
+random pairs since ../shared was not beside this checkout)::
+
+    flock /tmp/adcsr-heavy.lock .venv/bin/python scripts/bench_eval.py --skip psnr ssim niqe fid \
+        --repeats 3
+
+jax/torch images/s: LPIPS-alex 9.19 / 12.08 = 0.76, LPIPS-vgg 0.43 / 0.46 = 0.93, DISTS 0.46 /
+0.44 = 1.03. On the same machine under load (other jobs running) the ratios came out 1.1-1.9 in
+JAX's favour, and single VGG16 convs were as fast as torch's: the loss shows on an idle machine.
 """
 
 from __future__ import annotations

@@ -45,8 +45,9 @@ Outputs are identical to the unpadded computation up to float summation order.
 Speed (CPU): blurs are FFT correlations (``ops.filter2d_fft``, within ~2e-6 of the direct sum);
 filters that are pulses for every sample are skipped (``lax.cond``; per sample ``where``, so a
 pulse stays an exact identity); Poisson counts are alias-table lookups (``poisson``) and noise
-bits come from a fused Threefry (``rng``); ``scripts/bench_data.py`` times it against AdcSR's
-torch degrader.
+bits come from a fused Threefry (``rng``); resizes gather whole rows, columns first on the
+transpose (``taps.apply_taps``); DiffJPEG's colour conversions are elementwise multiply-adds
+(``jpeg``); ``scripts/bench_data.py`` times it against AdcSR's torch degrader.
 """
 
 from __future__ import annotations

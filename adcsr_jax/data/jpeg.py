@@ -112,12 +112,34 @@ def _idct(c: jax.Array) -> jax.Array:
     return _unblocks(y + 128.0)
 
 
+def _mix(planes: list[jax.Array], matrix: np.ndarray) -> list[jax.Array]:
+    """``stack(planes, -1) @ matrix`` for a 3x3 colour matrix, written as multiply-adds.
+
+    XLA:CPU runs the ``(pixels, 3) x (3, 3)`` dot and the fused 2x2 chroma mean 5-10x slower
+    than these elementwise loops (``scripts/bench_data.py``); the sum is the same, in
+    ``(p0 m0 + p1 m1) + p2 m2`` order (float32 rounding may differ from a dot kernel's by an ulp).
+    """
+    return [
+        (planes[0] * matrix[0, d] + planes[1] * matrix[1, d]) + planes[2] * matrix[2, d]
+        for d in range(3)
+    ]
+
+
+def _pool2(p: jax.Array) -> jax.Array:
+    """2x2 average pooling of ``(B, H, W)`` (the 4:2:0 chroma subsampling), pairwise sums."""
+    return ((p[:, 0::2, 0::2] + p[:, 0::2, 1::2]) + (p[:, 1::2, 0::2] + p[:, 1::2, 1::2])) / 4.0
+
+
+def _up2(p: jax.Array) -> jax.Array:
+    """Nearest x2 upsampling of ``(B, H, W)``."""
+    b, h, w = p.shape
+    return jnp.broadcast_to(p[:, :, None, :, None], (b, h, 2, w, 2)).reshape(b, 2 * h, 2 * w)
+
+
 def _to_ycc_planes(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    ycc = jnp.einsum("bhwc,cd->bhwd", x * 255.0, jnp.asarray(_RGB2YCC), precision=_HP)
-    ycc = ycc + jnp.asarray([0.0, 128.0, 128.0], jnp.float32)
-    b, h, w, _ = ycc.shape
-    chroma = ycc[..., 1:].reshape(b, h // 2, 2, w // 2, 2, 2).mean(axis=(2, 4))
-    return ycc[..., 0], chroma[..., 0], chroma[..., 1]
+    x = x * 255.0
+    y, cb, cr = _mix([x[..., 0], x[..., 1], x[..., 2]], _RGB2YCC)
+    return y, _pool2(cb + 128.0), _pool2(cr + 128.0)
 
 
 def quantised_coefficients(x: jax.Array, quality: jax.Array) -> tuple[jax.Array, ...]:
@@ -144,10 +166,7 @@ def diff_jpeg_padded(x: jax.Array, quality: jax.Array) -> jax.Array:
     y = _idct(_quantise(_dct(y), Y_TABLE, factor))
     cb = _idct(_quantise(_dct(cb), C_TABLE, factor))
     cr = _idct(_quantise(_dct(cr), C_TABLE, factor))
-    cb = jnp.repeat(jnp.repeat(cb, 2, axis=1), 2, axis=2)
-    cr = jnp.repeat(jnp.repeat(cr, 2, axis=1), 2, axis=2)
-    ycc = jnp.stack([y, cb, cr], axis=-1) + jnp.asarray([0.0, -128.0, -128.0], jnp.float32)
-    rgb = jnp.einsum("bhwc,cd->bhwd", ycc, jnp.asarray(_YCC2RGB), precision=_HP)
+    rgb = jnp.stack(_mix([y, _up2(cb) - 128.0, _up2(cr) - 128.0], _YCC2RGB), axis=-1)
     return jnp.clip(rgb, 0.0, 255.0) / 255.0
 
 
