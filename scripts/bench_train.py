@@ -18,8 +18,21 @@ Heavy (each full-size part holds ~15 GB; ~30 min on a shared 2-core machine)::
 
     flock /tmp/adcsr-heavy.lock .venv/bin/python scripts/bench_train.py --out bench_train.json
 
-Figures: not measured yet (the shared 2-core machine's heavy-job lock was held by other
-benchmarks until this script's deadline); record them here with the command when run.
+Measured here (2 shared CPU cores, 24 GB, 2026-12-02, jax 0.10.2 / torch 2.13.0, fp32, batch 1,
+LR 128; ``--only ...`` runs of the command above):
+
+* torch ``train.py`` step: 65.7 and 70.4 s/step (two runs), peak RSS 21.0 / 21.2 GB.
+* Flax step: **does not fit in this machine's 24 GB**. The placed state is 14.0 GB (RSS), XLA's
+  temporaries 11.8 GiB (10.0 GiB with ``--remat``) with the memory-minimising scheduler, so
+  the first step was OOM-killed each time (24.2 GB RSS with XLA's default scheduler). Time
+  against torch at full size is therefore unmeasured; the memory target (<= 1.0x torch) is
+  missed by about 4 GB (state 13 + temporaries 10-12 against torch's 21 in all).
+* Prompt path (full-size RAM Swin-L + SD 2.1 text encoder, own program): 2.55 s per image,
+  about 4% of a step with per-image prompts at torch's step time.
+* Tiny (``configs/stage2.py:tiny``, batch 4, HR 64): 0.165 s/step (6.05 steps/s), compile
+  171 s. With the tagger and text encoder inside the step: 0.202 s/step; the same prompt
+  path as its own program first: 0.003 + 0.165 = 0.169 s (in-step 1.20x slower at this size).
+* XLA fp32 matmul peak 188-198 GFLOP/s; the tiny step reaches 11% of it.
 """
 
 from __future__ import annotations
