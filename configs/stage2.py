@@ -196,8 +196,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.remat = not tiny
     config.grad_accum = 1
     # Exact CPU fast paths (chunked attention, im2col-matmul convs on small maps); 0 = off. The
-    # chunked attention is also a memory option (some memory presets use it).
-    config.attention_query_chunk = 0
+    # chunked attention is also the training-memory option: its backward recomputes one chunk's
+    # logits at a time instead of keeping every (heads, T, T) probability map (full size, fp32,
+    # batch 1: D's forward + backward 5.45 -> 3.12 GiB, the student's 3.50 -> 1.12 GiB;
+    # scripts/plan_components.py), so ``full`` uses it on the 64x64 latents of 512 crops.
+    config.attention_query_chunk = 0 if tiny else 1024
     config.conv_matmul_max_pixels = 0
     config.eval = ml_collections.ConfigDict(
         {

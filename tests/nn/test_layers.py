@@ -115,3 +115,24 @@ def test_chunked_attention_equals_dense_attention():
     np.testing.assert_allclose(
         np.asarray(cross), np.asarray(multi_head_attention(q, ctx, ctx, heads=3)), atol=1e-5
     )
+
+
+def test_chunked_attention_gradients_equal_dense_and_keep_no_probabilities():
+    """The chunked path rematerialises each chunk: the same gradients, and the backward pass
+    saves q, k, v instead of the (heads, T, T) probabilities (the training-memory option)."""
+    rng = np.random.default_rng(6)
+    q, k, v = (jnp.asarray(rng.standard_normal((1, 256, 16), np.float32)) for _ in range(3))
+    w = jnp.asarray(rng.standard_normal((1, 256, 16), np.float32))
+
+    def loss(chunk):
+        return lambda a, b, c: jnp.sum(
+            w * multi_head_attention(a, b, c, heads=2, query_chunk=chunk)
+        )
+
+    dense = jax.grad(loss(None), argnums=(0, 1, 2))(q, k, v)
+    chunked = jax.jit(jax.grad(loss(64), argnums=(0, 1, 2)))(q, k, v)
+    for a, b in zip(chunked, dense, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
+    _, residuals = jax.vjp(loss(64), q, k, v)
+    saved = sum(x.size for x in jax.tree.leaves(residuals) if hasattr(x, "size"))
+    assert saved < 2 * 256 * 256, saved  # one head's 256x256 probabilities alone are 65536
