@@ -26,6 +26,11 @@ from adcsr_jax.testing.torch_stage1 import TorchStage1, t  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 RTOL = 1e-5
+# ldm's adaptive weight is a ratio of two gradient norms of the decoder's conv_out kernel
+# (backpropagated through the decoder, LPIPS and D): fp32 summation order shows there, as in
+# the gradient norms of the 1-vs-8 test. Measured 2.2e-5 (torch 2.13, jax 0.10.2) while every
+# loss term agrees to 1e-6.
+GRAD_RTOL = 1e-4
 
 
 def load_config(variant: str = "tiny"):
@@ -107,8 +112,8 @@ def test_step_matches_latent_diffusion_torch(built, global_step) -> None:
     tr = jax.tree.map(np.asarray, new["train"])
     z_t = t(np.asarray(z)).permute(0, 3, 1, 2)
     want = ref.g_step(gt, global_step, z_t)
-    for key, value in want.items():
-        close(metrics[key], value)
+    for key, value in want.items():  # the adaptive weight: see GRAD_RTOL
+        close(metrics[key], value, rtol=GRAD_RTOL if key == "adaptive_weight" else RTOL)
     assert float(metrics["disc_factor"]) == float(global_step >= config.loss.disc_start)
     updated_close(params_to_torch(tr["decoder"]), ref.decoder)
     close(tr["logvar"], ref.logvar.item())
