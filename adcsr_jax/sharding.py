@@ -181,11 +181,18 @@ def place(tree: Any, shardings: Any) -> Any:
     """Host tree (numpy or single-device arrays, the same on every process) -> global arrays.
 
     Each process builds only its addressable shards (``jax.make_array_from_callback``), so
-    this is multi-host safe and never materialises a full copy on any device.
+    this is multi-host safe and never materialises a full copy on any device. Leaves are placed
+    one at a time and dropped from this function's hold as soon as they are on the devices, so a
+    caller that hands over its only reference (``place(state.pop("frozen"), ...)``) peaks at one
+    leaf above the placed tree rather than at twice the tree (14 GB of full-size stage-2 state).
     """
-
-    def one(x: Any, sharding: NamedSharding) -> jax.Array:
-        host = np.asarray(x)
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-    return jax.tree.map(one, tree, shardings)
+    leaves, treedef = jax.tree.flatten(tree)
+    del tree
+    targets = treedef.flatten_up_to(shardings)
+    placed = []
+    for i, sharding in enumerate(targets):
+        host = np.asarray(leaves[i])
+        leaves[i] = None
+        placed.append(jax.make_array_from_callback(host.shape, sharding, lambda i, h=host: h[i]))
+        del host
+    return treedef.unflatten(placed)

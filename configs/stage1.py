@@ -52,14 +52,19 @@ Presets (``full`` on one target machine; ``PRESETS``): ldm's global batch 24 spl
 and ``optim.micro_batches``, compute dtype per target; planned with ``adcsr plan --config
 configs/stage1.py:PRESET --fast-compile`` (per device, XLA:CPU's estimate):
 
-* ``gpu_8x80gb`` (8 GPUs x 80 GB): not planned yet (this session's heavy-job
-  lock time ran out): ``adcsr plan --config configs/stage1.py:gpu_8x80gb --fast-compile``.
+* ``gpu_8x80gb`` (8 GPUs x 80 GB; 3 crops per GPU, fp32): trainable 0.06 + Adam 0.11 + frozen
+  0.18 GiB, temporaries 15.45 GiB, peak 15.81 GiB of 80; 13.5 TFLOP per device per step (4.5 per
+  crop); collectives 3.58 GB per device per step: the gradient all-reduce 72 MB, then 3.47 GB of
+  collective-permutes and 38 MB of all-to-alls that XLA:CPU's SPMD partitioner inserted (not
+  traced to their ops; about 12 ms a step over 300 GB/s NVLink). Planned in 215 s, 1.45 GB RSS.
 * ``tpu_v5e_8`` (TPU v5e-8, 16 GB/chip): not planned yet (this session's heavy-job
   lock time ran out): ``adcsr plan --config configs/stage1.py:tpu_v5e_8 --fast-compile``.
 * ``tpu_v4_16`` (TPU v4-16 / v5p-16, 32 / 95 GB/chip): not planned yet (this session's heavy-job
   lock time ran out): ``adcsr plan --config configs/stage1.py:tpu_v4_16 --fast-compile``.
-* ``gpu_24gb`` (1 GPU x 24 GB): not planned yet (this session's heavy-job
-  lock time ran out): ``adcsr plan --config configs/stage1.py:gpu_24gb --fast-compile``.
+* ``gpu_24gb`` (1 GPU x 24 GB; 6 micro-batches of 4, bf16 compute): arguments 0.42 GiB (the
+  same state), temporaries 19.78 GiB, peak 20.20 GiB of 24 (about 3.8 GiB to spare); about 108
+  TFLOP per step (24 crops at 4.5; XLA counts the micro-batch loop's body once). Planned in 631 s,
+  1.65 GB RSS.
 
 BatchNorm of the PatchGAN under sharding: ``jax.jit`` over the global batch gives batch statistics
 of the whole global batch (taming under DDP normalises per GPU), so 1 and N devices agree; running
@@ -67,8 +72,8 @@ statistics are kept in ``train.disc_batch_stats`` as torch's ``BatchNorm2d`` kee
 (momentum 0.1, unbiased variance), though training never reads them (D is always in train mode,
 as in ldm).
 
-Expected on 8 x A100-80G (not measured here): the stage-1 step at batch 24 x 512^2 fits with
-``micro_batches`` 2 in fp32. CPU figures (``flock /tmp/adcsr-heavy.lock env PYTHONPATH=$PWD
+Expected on 8 x A100-80G (planned, not measured on a GPU): the stage-1 step at batch 24 x 512^2
+fits without accumulation in fp32 (``gpu_8x80gb`` above). CPU figures (``flock /tmp/adcsr-heavy.lock env PYTHONPATH=$PWD
 python scripts/bench_train_stage1.py --steps 3 --repeats 1``: full-size networks, batch 1, 256^2
 crops, fp32, disc_start 0, this 2-core CPU with other work running niced): Flax 10.1 s/step
 (first step 26 s incl. compile; 1.1 TFLOP per step), peak RSS 3.6 GB; torch reference 25.7

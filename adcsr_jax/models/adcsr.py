@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adcsr_jax.imageops import adain_colour_fix, to_unit_range
+from adcsr_jax.models import abstract_params_of
 from adcsr_jax.models.config_utils import config_from_dict, config_to_dict, dtype_name
 from adcsr_jax.models.taesd import TAESDConfig, TAESDDecoder
 from adcsr_jax.models.unet import UNet2D, UNetConfig
@@ -276,10 +277,8 @@ def merge_params(trainable: Mapping[str, Any], frozen: Mapping[str, Any]) -> dic
 
 def abstract_params(config: AdcSRConfig, lr_size: int = 32) -> Any:
     """Shape-only params tree of the student (``jax.eval_shape``; nothing is allocated)."""
-    module = AdcSR(config)
     x = jax.ShapeDtypeStruct((1, lr_size, lr_size, config.image_channels), jnp.float32)
-    variables = jax.eval_shape(lambda v: module.init(jax.random.key(0), v), x)
-    return nn.meta.unbox(variables)["params"]
+    return abstract_params_of(AdcSR(config), x)
 
 
 def random_params(template: Any, seed: int = 0) -> Any:

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adcsr_jax.models import abstract_params_of
 from adcsr_jax.models.config_utils import dtype_name
 from adcsr_jax.models.unet import UNet2D, UNetConfig
 from adcsr_jax.models.vae import AutoencoderKL, Decoder, VAEConfig, sample_latent
@@ -215,7 +216,4 @@ def abstract_params(config: OSEDiffConfig) -> Any:
     size = 2 ** (len(config.unet.block_out_channels) - 1) * 2
     lr = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     text = jax.ShapeDtypeStruct((1, 1, config.unet.cross_attention_dim or 1), jnp.float32)
-    variables = jax.eval_shape(
-        lambda a, b: module.init(jax.random.key(0), a, b, method=OSEDiff.everything), lr, text
-    )
-    return nn.meta.unbox(variables)["params"]
+    return abstract_params_of(module, lr, text, method=OSEDiff.everything)

@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from adcsr_jax.models import abstract_params_of
 from adcsr_jax.models.config_utils import config_from_dict, config_to_dict, dtype_name
 from adcsr_jax.nn.axes import CONV_KERNEL
 from adcsr_jax.nn.conv import conv_general_dilated_for
@@ -166,5 +167,4 @@ class TAESDDecoder(nn.Module):
 def abstract_taesd_params(config: TAESDConfig) -> Any:
     """Shape-only params tree of the decoder (``jax.eval_shape``; nothing allocated)."""
     z = jax.ShapeDtypeStruct((1, 2, 2, config.latent_channels), jnp.float32)
-    variables = jax.eval_shape(lambda a: TAESDDecoder(config).init(jax.random.key(0), a), z)
-    return nn.meta.unbox(variables)["params"]
+    return abstract_params_of(TAESDDecoder(config), z)

@@ -531,7 +531,7 @@ def _train(
     shapes = jax.tree.map(_host_tree, host_state)
     shardings = state_shardings(stage, shapes)
     repl = shd.replicated(mesh)
-    frozen = shd.place(host_state["frozen"], shardings["frozen"])
+    frozen = shd.place(host_state.pop("frozen"), shardings["frozen"])  # host copy freed as placed
 
     # ----------------------------------------------------------------------- checkpoint
     ck = config.checkpoint
@@ -557,7 +557,7 @@ def _train(
     elif export_only:
         raise FileNotFoundError(f"--export-only: no checkpoint in {workdir / 'checkpoints'}")
     else:
-        train_state = shd.place(host_state["train"], shardings["train"])
+        train_state = shd.place(host_state.pop("train"), shardings["train"])
     del host_state
     state = {"train": train_state, "frozen": frozen}
     key_data = jax.device_put(jax.random.key_data(key), repl)
@@ -585,6 +585,7 @@ def _train(
 
     # ----------------------------------------------------------------------- update
     jitted = jit_step(stage, shardings, mesh)
+    prepare = jax.jit(stage.prepare) if stage.prepare is not None else None
 
     # ----------------------------------------------------------------------- metrics, evals
     writer = create_writer(
@@ -669,6 +670,8 @@ def _train(
         while step < total:
             step += 1
             batch = next_batch()
+            if prepare is not None:  # the stage's per-batch program (its own jit, not donated)
+                batch = {**batch, **prepare(state["frozen"], batch)}
             step_arg = jax.device_put(np.int32(step), repl)
             if compiled is None:
                 compiled = jitted.lower(state, batch, step_arg, key_data).compile()

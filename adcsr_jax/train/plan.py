@@ -156,6 +156,11 @@ def batch_shapes(
     }
 
 
+def _batch_struct(x: jax.ShapeDtypeStruct, mesh: jax.sharding.Mesh) -> jax.ShapeDtypeStruct:
+    """A batch entry's shape, sharded on its leading axis as the loop's batches are."""
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shd.batch_sharding(mesh, x.ndim))
+
+
 def _is_opt(path: tuple) -> bool:
     key = getattr(path[0], "key", None) if path else None
     return isinstance(key, str) and key.startswith("opt")
@@ -222,6 +227,9 @@ def compile_step(config: ml_collections.ConfigDict, *, stage: Stage | None = Non
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings
     )
     batch = batch_shapes(config, tuple(stage.batch_keys), mesh)
+    if stage.prepare is not None:  # what the loop's per-batch program adds to the step's batch
+        extra = jax.eval_shape(stage.prepare, shapes["frozen"], batch)
+        batch = {**batch, **{k: _batch_struct(v, mesh) for k, v in extra.items()}}
     step = jax.ShapeDtypeStruct((), np.int32, sharding=repl)
     key = jax.eval_shape(lambda: jax.random.key_data(loop.train_key(0)))
     key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=repl)

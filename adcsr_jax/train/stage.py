@@ -77,6 +77,11 @@ class Stage:
         allocating arrays or reading files: what ``adcsr plan`` compiles the step for. ``None``:
         ``jax.eval_shape(init, rng)``, which works when ``init`` only traces (no numpy
         conversions, no file reads worth avoiding).
+      prepare: ``(frozen, batch) -> {key: array}``: pure, jitted by the loop as its own program
+        (nothing donated) and run on every placed batch before the step; its entries (leading
+        batch axis) join the step's batch. For per-batch work on frozen networks that need not
+        be in the step's program (stage 2's prompt embeddings: DAPE tags -> text encoder).
+        ``None``: the step gets the input pipeline's batch alone.
     """
 
     name: str
@@ -88,3 +93,4 @@ class Stage:
     export: Callable[[State, Path], list[Path]] | None = None
     hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     shapes: Callable[[], State] | None = None
+    prepare: Callable[[Any, Batch], dict[str, jax.Array]] | None = None

@@ -434,6 +434,7 @@ def make_step(config: Any, nets: Networks):
         h, body_vjp = jax.vjp(body, dec)
         out = lambda po, hh: dec_mod.apply({"params": {last: po}}, hh, method=_decoder_out)  # noqa: E731
         x_hat, out_vjp = jax.vjp(out, dec[last], h)
+        out_dtype = x_hat.dtype  # the compute dtype: what out_vjp's cotangents must be
         x_hat = x_hat.astype(jnp.float32)
         (nll, (rec, l1, p)), (ct_nll, g_logvar) = jax.value_and_grad(
             nll_loss, argnums=(1, 2), has_aux=True
@@ -444,8 +445,8 @@ def make_step(config: Any, nets: Networks):
             return -jnp.mean(logits), new_stats
 
         (g_loss, new_stats), ct_g = jax.value_and_grad(g_fn, has_aux=True)(x_hat)
-        ct_nll = ct_nll.astype(x_hat.dtype)
-        ct_g = ct_g.astype(x_hat.dtype)
+        ct_nll = ct_nll.astype(out_dtype)
+        ct_g = ct_g.astype(out_dtype)
         if disc_factor > 0:
             gk_nll = out_vjp(ct_nll)[0]["kernel"]
             gk_g = out_vjp(ct_g)[0]["kernel"]

@@ -385,6 +385,45 @@ def test_batch_prompts_are_the_tags_of_each_lr_through_the_text_encoder() -> Non
     assert emb.shape == (4, 77, 32) and len(set(prompt.tagger.tags(lr))) > 1
 
 
+def test_per_batch_prompt_program_feeds_the_step() -> None:
+    """``prompt.program='batch'`` (default): the stage's ``prepare`` computes the batch's
+    prompts once and the step reads them (the tagger and text encoder are no inputs of the
+    step's program); ``'step'`` keeps them inside the step; fixed prompts need no program."""
+    config = get_config("tiny")
+    mesh = make_mesh(devices=jax.devices()[:1])
+    stage = stage2.build(config, mesh)
+    assert stage.prepare is not None
+    state = jax.tree.map(jnp.asarray, stage.init(jax.random.key(0)))
+    batch = {
+        "lr": jnp.asarray(np.concatenate([LQ, LQ[::-1]])),
+        "gt": jnp.asarray(GT[:1].repeat(4, 0)),
+    }
+    nets = stage2.build_nets(config, stage2.load_weights(config), stage2.load_prompt(config, 32))
+    extra, (want, tags) = jax.jit(  # one program: the tagger compiles once
+        lambda f, b: (stage.prepare(f, b), stage2.batch_prompts(nets, f, b["lr"]))
+    )(state["frozen"], batch)
+    np.testing.assert_allclose(np.asarray(extra["text"]), np.asarray(want), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(extra["tags"]), np.asarray(tags, np.float32))
+
+    # The step with the prepared prompts traces without the tagger and text encoder at all;
+    # the step without them needs both.
+    rng = jax.random.key(1)
+    frozen = {k: v for k, v in state["frozen"].items() if k not in ("tagger", "text_encoder")}
+    lean = {**state, "frozen": frozen}
+    metrics = jax.eval_shape(stage.step, lean, {**batch, **extra}, rng)[1]
+    with pytest.raises(KeyError):
+        jax.eval_shape(stage.step, lean, batch, rng)
+    assert "prompt/tags_per_image" in metrics
+
+    config.prompt.program = "step"
+    assert stage2.build(config, mesh).prepare is None
+    config.prompt.program = "cached"
+    with pytest.raises(ValueError, match="prompt.program"):
+        stage2.build(config, mesh)
+    config.prompt.program, config.prompt.source = "batch", "fixed"
+    assert stage2.build(config, mesh).prepare is None
+
+
 def test_random_networks_take_the_vae_and_decoder_of_a_tiny_stage_1(tmp_path: Path) -> None:
     """``model.sd_vae`` / ``model.half_decoder`` with ``source='random'`` (what ``adcsr demo``
     passes from stage 1): used as given; the student's mid block and tail come from that decoder
