@@ -57,10 +57,11 @@ configs/stage1.py:PRESET --fast-compile`` (per device, XLA:CPU's estimate):
   crop); collectives 3.58 GB per device per step: the gradient all-reduce 72 MB, then 3.47 GB of
   collective-permutes and 38 MB of all-to-alls that XLA:CPU's SPMD partitioner inserted (not
   traced to their ops; about 12 ms a step over 300 GB/s NVLink). Planned in 215 s, 1.45 GB RSS.
-* ``tpu_v5e_8`` (TPU v5e-8, 16 GB/chip): not planned yet (this session's heavy-job
-  lock time ran out): ``adcsr plan --config configs/stage1.py:tpu_v5e_8 --fast-compile``.
-* ``tpu_v4_16`` (TPU v4-16 / v5p-16, 32 / 95 GB/chip): not planned yet (this session's heavy-job
-  lock time ran out): ``adcsr plan --config configs/stage1.py:tpu_v4_16 --fast-compile``.
+* ``tpu_v5e_8`` (TPU v5e-8, 16 GB/chip; 3 crops per chip, bf16 compute): the same state,
+  temporaries 13.64 GiB, peak 14.00 GiB of 16 (2 GiB to spare); 13.6 TFLOP per chip per step;
+  the same 3.58 GB of collectives. Planned in 49 s, 1.53 GB RSS.
+* ``tpu_v4_16`` (TPU v4-16 / v5p-16: 8 chips, 32 / 95 GB/chip): the v5e-8 plan (same mesh and
+  split), peak 14.00 GiB of 32 / 95. Planned in 50 s, 1.59 GB RSS.
 * ``gpu_24gb`` (1 GPU x 24 GB; 6 micro-batches of 4, bf16 compute): arguments 0.42 GiB (the
   same state), temporaries 19.78 GiB, peak 20.20 GiB of 24 (about 3.8 GiB to spare); about 108
   TFLOP per step (24 crops at 4.5; XLA counts the micro-batch loop's body once). Planned in 631 s,

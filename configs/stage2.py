@@ -52,8 +52,16 @@ state and activations; their data axis only adds the gradient all-reduce); figur
   lock time ran out): ``adcsr plan --config configs/stage2.py:tpu_v5e_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=24``.
 * ``tpu_v4_32`` (TPU v4-32 / v5p-32, 32 / 95 GB/chip): not planned yet (this session's heavy-job
   lock time ran out): ``adcsr plan --config configs/stage2.py:tpu_v4_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=48``.
-* ``gpu_24gb`` (1 GPU x 24 GB): not planned yet (this session's heavy-job
-  lock time ran out): ``adcsr plan --config configs/stage2.py:gpu_24gb --fast-compile``.
+* ``gpu_24gb`` (1 GPU x 24 GB; 96 micro-batches of 1, bf16 compute and frozen weights, chunked
+  attention, remat): trainable 1.68 + Adam 3.36 + frozen 4.50 GiB (the frozen part includes
+  DAPE and the text encoder, 1.0 GiB, which the per-batch prompt program reads), arguments 9.87
+  GiB, temporaries 17.98 GiB, peak 27.84 GiB: over 24 as XLA:CPU compiles it. Of that, 6.52 GiB
+  are fp32 copies of the bf16 frozen weights and 0.84 GiB the fp32 half of the trainable
+  weights' bf16 rounding: XLA:CPU runs bf16 convolutions in fp32 and hoists those converts out
+  of the micro-batch loop (``scripts/plan_upcasts.py`` on the plan's XLA dump). A GPU runs them
+  in bf16, so the estimate there is about 20.5 GiB (not measured on a GPU: no device was lent).
+  10.0 TFLOP per micro-batch of one image (XLA counts the loop body once): about 960 TFLOP per
+  step. Planned in 38 min (another job running), 6.1 GB RSS.
 
 ``model.half_decoder``: a ``halfDecoder.ckpt`` (AdcSR's layout or latent-diffusion's) or a
 stage-1 workdir (``configs/stage1.py``), which resolves to the ``halfDecoder.ckpt`` stage 1

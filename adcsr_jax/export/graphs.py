@@ -66,10 +66,15 @@ class ExportModel:
 
 
 def student(
-    weights: str | Path | None = None, size: str = "full", seed: int = 0, colour_fix: str = "graph"
+    weights: str | Path | None = None,
+    size: str = "full",
+    seed: int = 0,
+    colour_fix: str = "graph",
+    config: Any = None,
 ) -> ExportModel:
     """The AdcSR student from a converted folder (``adcsr convert adcsr``), or freshly
-    initialised at ``size`` ('full' / 'tiny') when ``weights`` is None.
+    initialised at ``size`` ('full' / 'tiny') when ``weights`` is None; ``config`` (an
+    ``AdcSRConfig``) instead of ``size``: any other architecture, freshly initialised.
 
     ``colour_fix``: 'graph' (colour fix and clamp inside the exported graph), 'host' (the graph
     returns the raw network output; :func:`host_colour_fix` finishes on the host: whole-image
@@ -85,9 +90,12 @@ def student(
         module, params, config = load_student(weights, dtype="float32")
         what = f"AdcSR student from {weights}"
     else:
-        if size not in SIZES:
+        if config is None and size not in SIZES:
             raise ValueError(f"size {size!r}: expected one of {SIZES}")
-        config = AdcSRConfig.full() if size == "full" else AdcSRConfig.tiny()
+        if config is None:
+            config = AdcSRConfig.full() if size == "full" else AdcSRConfig.tiny()
+        else:
+            size = "custom"
         module, params = init_student(config, seed=seed)
         what = f"AdcSR student ({size}, random init, seed {seed})"
     if not isinstance(module, AdcSR):

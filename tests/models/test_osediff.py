@@ -114,7 +114,13 @@ def test_schedule_constant() -> None:
     assert abs(OSEDiffConfig().alpha_bar - 0.00466010) < 1e-8
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["plain", "cpu-fast-paths"])
+# The fast paths themselves are checked against the plain ones on the student
+# (tests/models/test_adcsr.py); through the whole teacher they are a slow test.
+@pytest.mark.parametrize(
+    "fast",
+    [False, pytest.param(True, marks=pytest.mark.slow)],
+    ids=["plain", "cpu-fast-paths"],
+)
 def test_teacher_matches_torch(torch_parts, fast: bool) -> None:
     unet, vae, half = torch_parts
     config = OSEDiffConfig.tiny()

@@ -149,6 +149,7 @@ def step_fn(stage):
     return _STEP["f"]
 
 
+@pytest.mark.slow  # 50 s; the TPU / 24 GB presets plan this step in bf16 (adcsr plan)
 def test_bf16_compute_step_follows_fp32(built) -> None:
     """``model.dtype='bfloat16'`` (the TPU and 24 GB presets) at disc_start, where the adaptive
     weight takes the conv_out VJP twice: the step compiles (its cotangents in the compute dtype)
