@@ -40,18 +40,20 @@ Variants:
 
 Presets (``full`` on one target machine; ``PRESETS``): the global batch stays 96 and the split
 over devices and micro-batches (``grad_accum``, each of ``96 / (devices x grad_accum)`` images
-per device) and the memory options (``frozen_dtype``, ``attention_query_chunk``) fit the target.
-Each was planned with ``adcsr plan --fast-compile`` on simulated CPU devices (the TPU presets on
-8 devices with their FSDP axis of 8 and their per-device micro-batch: the same per-device
-state and activations; their data axis only adds the gradient all-reduce); figures per device
-(XLA:CPU's estimate; a GPU/TPU compiler schedules and fuses differently):
+per device) and the memory options (``frozen_dtype``, ``attention_query_chunk``) are chosen for
+the target from the per-part figures (README, "What the full-size stage-2 step costs"). Each
+is planned with ``adcsr plan --fast-compile`` on simulated CPU devices (the TPU presets on 8
+devices with their FSDP axis of 8 and their per-device micro-batch: the same per-device state
+and activations; their data axis only adds the gradient all-reduce); figures per device
+(XLA:CPU's estimate; a GPU/TPU compiler schedules and fuses differently, and runs bf16 natively
+where XLA:CPU upcasts, see ``gpu_24gb``):
 
-* ``gpu_8x80gb`` (8 GPUs x 80 GB): not planned yet (this session's heavy-job
-  lock time ran out): ``adcsr plan --config configs/stage2.py:gpu_8x80gb --fast-compile``.
-* ``tpu_v5e_32`` (TPU v5e-32, 16 GB/chip): not planned yet (this session's heavy-job
-  lock time ran out): ``adcsr plan --config configs/stage2.py:tpu_v5e_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=24``.
-* ``tpu_v4_32`` (TPU v4-32 / v5p-32, 32 / 95 GB/chip): not planned yet (this session's heavy-job
-  lock time ran out): ``adcsr plan --config configs/stage2.py:tpu_v4_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=48``.
+* ``gpu_8x80gb`` (8 GPUs x 80 GB): not planned yet (a stage-2 plan takes 20-40
+  min of a 2-core CPU; not run so far): ``adcsr plan --config configs/stage2.py:gpu_8x80gb --fast-compile``.
+* ``tpu_v5e_32`` (TPU v5e-32, 16 GB/chip): not planned yet (a stage-2 plan takes 20-40
+  min of a 2-core CPU; not run so far): ``adcsr plan --config configs/stage2.py:tpu_v5e_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=24``.
+* ``tpu_v4_32`` (TPU v4-32 / v5p-32, 32 / 95 GB/chip): not planned yet (a stage-2 plan takes 20-40
+  min of a 2-core CPU; not run so far): ``adcsr plan --config configs/stage2.py:tpu_v4_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=48``.
 * ``gpu_24gb`` (1 GPU x 24 GB; 96 micro-batches of 1, bf16 compute and frozen weights, chunked
   attention, remat): trainable 1.68 + Adam 3.36 + frozen 4.50 GiB (the frozen part includes
   DAPE and the text encoder, 1.0 GiB, which the per-batch prompt program reads), arguments 9.87
