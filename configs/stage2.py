@@ -48,8 +48,14 @@ and activations; their data axis only adds the gradient all-reduce); figures per
 (XLA:CPU's estimate; a GPU/TPU compiler schedules and fuses differently, and runs bf16 natively
 where XLA:CPU upcasts, see ``gpu_24gb``):
 
-* ``gpu_8x80gb`` (8 GPUs x 80 GB): not planned yet (a stage-2 plan takes 20-40
-  min of a 2-core CPU; not run so far): ``adcsr plan --config configs/stage2.py:gpu_8x80gb --fast-compile``.
+* ``gpu_8x80gb`` (8 GPUs x 80 GB; 3 micro-batches of 4 per GPU, bf16 compute, fp32 frozen
+  weights, remat, unchunked attention): trainable 1.68 + Adam 3.36 + frozen 8.99 GiB,
+  arguments 14.08 GiB, temporaries 42.85 GiB, peak 56.93 GiB per GPU (23 GB of headroom on
+  80 GB); 136 TFLOP per GPU and step (45.4 per micro-batch of 4, 11.3 per image); 1.82 GB of
+  all-reduce per GPU in the compiled step (the size of one fp32 gradient of the 451M trainable
+  parameters; counted once, as the FLOPs).
+  Planned in 934 s (15.6 min) on 8 simulated CPU devices, 7.0 GB RSS, beside a benchmark:
+  ``adcsr plan --config configs/stage2.py:gpu_8x80gb --fast-compile``.
 * ``tpu_v5e_32`` (TPU v5e-32, 16 GB/chip): not planned yet (a stage-2 plan takes 20-40
   min of a 2-core CPU; not run so far): ``adcsr plan --config configs/stage2.py:tpu_v5e_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=24``.
 * ``tpu_v4_32`` (TPU v4-32 / v5p-32, 32 / 95 GB/chip): not planned yet (a stage-2 plan takes 20-40

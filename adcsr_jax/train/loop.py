@@ -327,6 +327,24 @@ def jit_step(stage: Stage, shardings: Any, mesh: jax.sharding.Mesh) -> Any:
     )
 
 
+def jit_prepare(stage: Stage, mesh: jax.sharding.Mesh) -> Any:
+    """The stage's per-batch program under ``jax.jit``, or None: ``(frozen, batch) -> {key:
+    array}`` with every output sharded on its leading (batch) axis over ``(data, fsdp)``, as
+    ``place_batch`` shards the host's batch and as ``adcsr plan`` assumes the step receives it
+    (a constraint, so the layout does not depend on what XLA propagates from the inputs)."""
+    if stage.prepare is None:
+        return None
+
+    def prepare(frozen: Any, batch: Any) -> dict[str, jax.Array]:
+        out = stage.prepare(frozen, batch)
+        return {
+            k: jax.lax.with_sharding_constraint(v, shd.batch_sharding(mesh, v.ndim))
+            for k, v in out.items()
+        }
+
+    return jax.jit(prepare)
+
+
 def compiled_flops(compiled: Any) -> float | None:
     try:
         cost = compiled.cost_analysis()
@@ -585,7 +603,7 @@ def _train(
 
     # ----------------------------------------------------------------------- update
     jitted = jit_step(stage, shardings, mesh)
-    prepare = jax.jit(stage.prepare) if stage.prepare is not None else None
+    prepare = jit_prepare(stage, mesh)
 
     # ----------------------------------------------------------------------- metrics, evals
     writer = create_writer(

@@ -227,6 +227,33 @@ def test_guard_keeps_the_old_train_state():
     assert float(m["guard/skipped"]) == 0.0
 
 
+def test_prepare_outputs_are_batch_sharded_by_construction():
+    """The per-batch program's outputs take the batch sharding ``adcsr plan`` assumes, even where
+    XLA would propagate another layout (here: an output computed from replicated weights only)."""
+    import types
+
+    from adcsr_jax import sharding as shd
+
+    mesh = jax.sharding.Mesh(
+        np.array(jax.devices()[:8]).reshape(4, 2, 1), ("data", "fsdp", "tensor")
+    )
+
+    def prepare(frozen, batch):
+        b = batch["lr"].shape[0]
+        return {
+            "text": jnp.broadcast_to(frozen["emb"], (b, *frozen["emb"].shape)),
+            "n": batch["lr"][:, 0, 0, 0],
+        }
+
+    stage = types.SimpleNamespace(prepare=prepare)
+    frozen = {"emb": jax.device_put(jnp.ones((5, 3)), shd.replicated(mesh))}
+    batch = shd.place_batch({"lr": np.zeros((8, 4, 4, 3), np.float32)}, mesh)
+    out = loop.jit_prepare(stage, mesh)(frozen, batch)
+    for v in out.values():
+        assert v.sharding.is_equivalent_to(shd.batch_sharding(mesh, v.ndim), v.ndim)
+    assert loop.jit_prepare(types.SimpleNamespace(prepare=None), mesh) is None
+
+
 def test_export_only_restores_the_newest_checkpoint(ref8, images, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         loop.train(_config("8dev", images), tmp_path / "empty", export_only=True)
