@@ -56,8 +56,16 @@ where XLA:CPU upcasts, see ``gpu_24gb``):
   parameters; counted once, as the FLOPs).
   Planned in 934 s (15.6 min) on 8 simulated CPU devices, 7.0 GB RSS, beside a benchmark:
   ``adcsr plan --config configs/stage2.py:gpu_8x80gb --fast-compile``.
-* ``tpu_v5e_32`` (TPU v5e-32, 16 GB/chip): not planned yet (a stage-2 plan takes 20-40
-  min of a 2-core CPU; not run so far): ``adcsr plan --config configs/stage2.py:tpu_v5e_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=24``.
+* ``tpu_v5e_32`` (TPU v5e-32, 16 GB/chip; 3 micro-batches of 1 per chip, bf16 frozen weights,
+  attention chunks of 1024; planned as one FSDP group of 8): trainable 0.22 + Adam 0.44 +
+  frozen 1.55 GiB per chip (FSDP over 8), arguments 2.22 GiB, temporaries 9.43 GiB, peak 11.65
+  GiB (4.3 GiB of headroom on 16, on XLA:CPU, which also upcasts bf16 weights here). XLA counts
+  10.3 TFLOP per micro-batch, but the attention's query-chunk loops are counted once like the
+  micro-batch loop: at the unchunked plans' 11.3 TFLOP per image, about 34 TFLOP per chip and
+  step. Collectives as compiled (those inside the micro-batch loop run 3 times): all-gather
+  2.61 GB (FSDP weights), all-reduce 1.70 GB, all-to-all 0.80 GB, collective-permute 0.05 GB
+  per chip. Planned in 2090 s (35 min, beside other jobs), 8.0 GB RSS:
+  ``adcsr plan --config configs/stage2.py:tpu_v5e_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=24``.
 * ``tpu_v4_32`` (TPU v4-32 / v5p-32, 32 / 95 GB/chip): not planned yet (a stage-2 plan takes 20-40
   min of a 2-core CPU; not run so far): ``adcsr plan --config configs/stage2.py:tpu_v4_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=48``.
 * ``gpu_24gb`` (1 GPU x 24 GB; 96 micro-batches of 1, bf16 compute and frozen weights, chunked
@@ -68,8 +76,9 @@ where XLA:CPU upcasts, see ``gpu_24gb``):
   weights' bf16 rounding: XLA:CPU runs bf16 convolutions in fp32 and hoists those converts out
   of the micro-batch loop (``scripts/plan_upcasts.py`` on the plan's XLA dump). A GPU runs them
   in bf16, so the estimate there is about 20.5 GiB (not measured on a GPU: no device was lent).
-  10.0 TFLOP per micro-batch of one image (XLA counts the loop body once): about 960 TFLOP per
-  step. Planned in 38 min (another job running), 6.1 GB RSS.
+  XLA counts 10.0 TFLOP per micro-batch of one image (each loop body once, the attention's
+  query-chunk loops included): at the unchunked plans' 11.3 TFLOP per image, about 1090 TFLOP
+  per step. Planned in 38 min (another job running), 6.1 GB RSS.
 
 ``model.half_decoder``: a ``halfDecoder.ckpt`` (AdcSR's layout or latent-diffusion's) or a
 stage-1 workdir (``configs/stage1.py``), which resolves to the ``halfDecoder.ckpt`` stage 1

@@ -12,7 +12,9 @@ partitioner makes of the configured mesh (the JAX AOT API, ``jit(...).lower(...)
 * argument, output, temporary (activations and scratch) and aliased bytes from
   ``compiled.memory_analysis()``; ``peak_bytes = argument + output - alias + temp``;
 * FLOPs (and bytes accessed) per step from ``compiled.cost_analysis()``, which counts a loop
-  body once: ``loop_trip_counts`` lists the loops' trip counts (the ``grad_accum`` scan);
+  body once: ``loop_trip_counts`` lists the loops' trip counts (the ``grad_accum`` scan, and
+  chunked attention's query loops, ``attention_query_chunk``: plan without chunking to count
+  the step's FLOPs, which chunking does not change);
 * the operand bytes of every collective in the compiled HLO (all-reduce, all-gather,
   reduce-scatter, all-to-all, collective-permute; async ``*-start`` forms included). Each
   instruction is counted once: a collective inside a loop body (``lax.scan`` accumulation) runs
@@ -30,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -321,9 +324,14 @@ def format_plan(p: Mapping[str, Any]) -> str:
     if p["flops_per_device"] is not None:
         lines.append(f"  {'FLOPs per step':<52} {p['flops_per_device']:>12.4g}")
     if p.get("loop_trip_counts"):
+        loops = ", ".join(
+            f"{n} of {trips}" for trips, n in sorted(Counter(p["loop_trip_counts"]).items())
+        )
         lines.append(
-            f"    (XLA counts each loop body once: loops of {p['loop_trip_counts']} iterations;"
-            " a micro-batch loop's FLOPs and collectives run that many times)"
+            f"    (XLA counts each loop body once; loops (count of trips): {loops}. A micro-batch"
+            " loop's FLOPs and collectives run that many times; chunked attention's query loops"
+            " undercount its FLOPs the same way: plan with --config.attention_query_chunk=0 for"
+            " the step's FLOPs)"
         )
     lines.append(
         f"  {'collectives per step (operand bytes)':<52}"

@@ -48,6 +48,8 @@ def test_toy_plan_on_one_device_counts_every_byte():
     }
     text = plan_lib.format_plan(p)
     assert "FLOPs per step" in text and f"{TRAINABLE} trainable" in text
+    text = plan_lib.format_plan({**p, "loop_trip_counts": [3, 4, 4, 4]})
+    assert "loops (count of trips): 1 of 3, 3 of 4." in text  # summarised, not listed
 
 
 def test_toy_plan_on_eight_devices_shards_and_reduces():
