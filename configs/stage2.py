@@ -66,8 +66,14 @@ where XLA:CPU upcasts, see ``gpu_24gb``):
   2.61 GB (FSDP weights), all-reduce 1.70 GB, all-to-all 0.80 GB, collective-permute 0.05 GB
   per chip. Planned in 2090 s (35 min, beside other jobs), 8.0 GB RSS:
   ``adcsr plan --config configs/stage2.py:tpu_v5e_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=24``.
-* ``tpu_v4_32`` (TPU v4-32 / v5p-32, 32 / 95 GB/chip): not planned yet (a stage-2 plan takes 20-40
-  min of a 2-core CPU; not run so far): ``adcsr plan --config configs/stage2.py:tpu_v4_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=48``.
+* ``tpu_v4_32`` (TPU v4-32 / v5p-32, 32 / 95 GB/chip; 3 micro-batches of 2 per chip, bf16
+  frozen weights, unchunked attention; planned as one FSDP group of 8): trainable 0.22 + Adam
+  0.44 + frozen 1.55 GiB per chip, arguments 2.23 GiB, temporaries 20.52 GiB, peak 22.75 GiB
+  (9.2 GiB of headroom on a v4's 32 GB); 23.2 TFLOP per micro-batch of 2 (11.6 per image),
+  69.5 TFLOP per chip and step; collectives as compiled: all-gather 2.89 GB, all-reduce 2.32
+  GB, all-to-all 1.44 GB, collective-permute 0.08 GB per chip. Planned in 1315 s (22 min,
+  beside other jobs), 9.0 GB RSS:
+  ``adcsr plan --config configs/stage2.py:tpu_v4_32 --fast-compile --devices 8 --config.mesh.data=1 --config.data.batch_size=48``.
 * ``gpu_24gb`` (1 GPU x 24 GB; 96 micro-batches of 1, bf16 compute and frozen weights, chunked
   attention, remat): trainable 1.68 + Adam 3.36 + frozen 4.50 GiB (the frozen part includes
   DAPE and the text encoder, 1.0 GiB, which the per-batch prompt program reads), arguments 9.87

@@ -196,10 +196,6 @@ def grads_and_metrics(
 
     d_fake, dd_fake = jax.value_and_grad(_mean_softplus)(fake)  # D on sg(f_S): same logits
     (d_grads_fake, _) = fake_vjp(dd_fake)
-    # D's pass on f_R starts only once everything that reads the student's and D-on-f_S's
-    # residuals is done, so the two D passes' activations are never alive together (torch's
-    # train.py frees each graph before the next forward). Values are unchanged.
-    f_r, g_grads, d_grads_fake = jax.lax.optimization_barrier((f_r, g_grads, d_grads_fake))
 
     def real_loss(d: Any) -> tuple[jax.Array, jax.Array]:
         real = disc_logits(nets, d, frozen, f_r, text)
