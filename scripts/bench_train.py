@@ -26,7 +26,13 @@ LR 128; ``--only ...`` runs of the command above):
   temporaries 11.8 GiB (10.0 GiB with ``--remat``) with the memory-minimising scheduler, so
   the first step was OOM-killed each time (24.2 GB RSS with XLA's default scheduler). Time
   against torch at full size is therefore unmeasured; the memory target (<= 1.0x torch) is
-  missed by about 4 GB (state 13 + temporaries 10-12 against torch's 21 in all).
+  missed by about 4 GB (state 13 + temporaries 10-12 against torch's 21 in all). Those runs
+  used attention chunks of 512 and convs on maps up to 256 pixels as matmuls; the defaults are
+  now the full config's (chunk 1024, no conv matmul), for which ``adcsr plan`` of this step
+  (2026-12-03: ``adcsr plan --config configs/stage2.py:full --fast-compile --devices 1
+  --config.compute_dtype=float32 --config.grad_accum=1 --config.data.batch_size=1
+  --config.prompt.source=fixed --config.remat=True``) gives 7.85 GiB of temporaries and a
+  19.83 GiB (21.3 GB) peak: about torch's 21 GB before runtime overhead. Not yet run with them.
 * Prompt path (full-size RAM Swin-L + SD 2.1 text encoder, own program): 2.55 s per image,
   about 4% of a step with per-image prompts at torch's step time.
 * Tiny (``configs/stage2.py:tiny``, batch 4, HR 64): 0.165 s/step (6.05 steps/s), compile
@@ -321,9 +327,11 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1, help="flax/torch alternations")
-    parser.add_argument("--attention-chunk", type=int, default=512,
+    # Defaults: configs/stage2.py:full's. `adcsr plan` of this step (fp32, batch 1, remat, fixed
+    # prompt): 7.85 GiB of XLA temporaries with them, against 10.0 GiB at chunk 512 + conv 256.
+    parser.add_argument("--attention-chunk", type=int, default=1024,
                         help="Flax: exact chunked attention, queries at a time (0: off)")  # fmt: skip
-    parser.add_argument("--conv-matmul-pixels", type=int, default=256,
+    parser.add_argument("--conv-matmul-pixels", type=int, default=0,
                         help="Flax: convs on maps up to this size as one matmul (0: off)")  # fmt: skip
     parser.add_argument("--xla-flags", default=MEMORY_SCHEDULER,
                         help="appended to XLA_FLAGS of the JAX parts ('' for XLA's defaults)")  # fmt: skip
