@@ -337,6 +337,13 @@ def jit_prepare(stage: Stage, mesh: jax.sharding.Mesh) -> Any:
 
     def prepare(frozen: Any, batch: Any) -> dict[str, jax.Array]:
         out = stage.prepare(frozen, batch)
+        size = next(iter(batch.values())).shape[0]
+        for k, v in out.items():  # static shapes: checked once, at trace time
+            if v.ndim == 0 or v.shape[0] != size:
+                raise ValueError(
+                    f"{stage.name}.prepare returned {k!r} of shape {tuple(v.shape)}: batch"
+                    f" entries lead with the batch size {size}"
+                )
         return {
             k: jax.lax.with_sharding_constraint(v, shd.batch_sharding(mesh, v.ndim))
             for k, v in out.items()

@@ -245,13 +245,16 @@ def test_prepare_outputs_are_batch_sharded_by_construction():
             "n": batch["lr"][:, 0, 0, 0],
         }
 
-    stage = types.SimpleNamespace(prepare=prepare)
+    stage = types.SimpleNamespace(name="toy", prepare=prepare)
     frozen = {"emb": jax.device_put(jnp.ones((5, 3)), shd.replicated(mesh))}
     batch = shd.place_batch({"lr": np.zeros((8, 4, 4, 3), np.float32)}, mesh)
     out = loop.jit_prepare(stage, mesh)(frozen, batch)
     for v in out.values():
         assert v.sharding.is_equivalent_to(shd.batch_sharding(mesh, v.ndim), v.ndim)
     assert loop.jit_prepare(types.SimpleNamespace(prepare=None), mesh) is None
+    bad = types.SimpleNamespace(name="toy", prepare=lambda f, b: {"w": f["emb"]})
+    with pytest.raises(ValueError, match=r"toy.prepare returned 'w' of shape \(5, 3\): .* 8"):
+        loop.jit_prepare(bad, mesh)(frozen, batch)
 
 
 def test_export_only_restores_the_newest_checkpoint(ref8, images, tmp_path):
