@@ -6,7 +6,9 @@ half decoder, the pruned student, the SD-UNet discriminator with rank-4 LoRA), b
 (HR 512), fp32. Parts run in their own subprocesses, alternating Flax / PyTorch, so each peak RSS
 is its own and both see the same machine load:
 
-* ``flax``: ``adcsr_jax.train.stage2.make_step`` jitted with the state donated; s/step after
+* ``flax``: the loop's own step program (``loop.jit_step``: NaN guard, state shardings,
+  donation), compiled from shapes by ``adcsr_jax.train.plan.compile_step`` before any weight
+  exists (what ``adcsr plan`` reports is what runs), then run on random weights; s/step after
   warm-up, XLA's cost-analysis FLOPs of the compiled step, and the achieved fraction of the
   measured matmul peak.
 * ``torch``: ``adcsr_jax.testing.torch_stage2.TorchStage2.step`` (``train.py``'s iteration,
@@ -32,19 +34,34 @@ LR 128; ``--only ...`` runs of the command above):
   (2026-12-03: ``adcsr plan --config configs/stage2.py:full --fast-compile --devices 1
   --config.compute_dtype=float32 --config.grad_accum=1 --config.data.batch_size=1
   --config.prompt.source=fixed --config.remat=True``) gives 7.85 GiB of temporaries and a
-  19.83 GiB (21.3 GB) peak: about torch's 21 GB before runtime overhead. Not yet run with them.
+  19.83 GiB (21.3 GB) peak: about torch's 21 GB before runtime overhead.
+* 2026-12-03, a slower 2-core AMD EPYC host (23 GiB), the loop's program as above, ``--remat``:
+  torch 80.1 / 90.2 / 76.4 s/step in three runs (spread 73-97 s), peak RSS 21.15 / 21.11 /
+  21.03 GB. Flax: XLA temporaries 7.85 GiB (the plan's figure, now the program that runs);
+  after the compile 2.8 GB RSS (glibc-trimmed: the compile's freed heap otherwise stays
+  resident, 6.6 GB), after placing the state 15.5 GB; the first step needs ~15.5 + 8.4 GB and
+  was OOM-killed each time. At ``--lr 96`` too (temporaries 6.90 GiB; torch 48.9 s/step,
+  18.43 GB). So the time ratio at full size is still unmeasured here, and memory misses
+  torch's by ~3 GB. Where it goes (buffer assignment and live ranges of the same program at
+  HR 128, ``--xla_dump_to``): temporaries 4.77 GiB even at that size, peaking in the update
+  phase, where 3.0 GiB are layout copies of the student's conv weight-gradients (XLA:CPU's
+  backward conv yields them output-channel first, ``f32[1920,3,3,960]``, and each is copied
+  to the HWIO layout of its parameter, all copies live at once) and 2.0 GiB are the new
+  parameters / Adam moments written beside the old ones instead of in place; the NaN guard
+  costs nothing (4.774 vs 4.776 GiB without it). Sequencing the update leaf by leaf is the
+  next thing to try.
 * Prompt path (full-size RAM Swin-L + SD 2.1 text encoder, own program): 2.55 s per image,
   about 4% of a step with per-image prompts at torch's step time.
 * Tiny (``configs/stage2.py:tiny``, batch 4, HR 64): 0.165 s/step (6.05 steps/s), compile
-  171 s. With the tagger and text encoder inside the step: 0.202 s/step; the same prompt
-  path as its own program first: 0.003 + 0.165 = 0.169 s (in-step 1.20x slower at this size).
+  171 s (the loop's program on the slower host of 2026-12-03: 0.24 s/step, compile 266 s).
+  With the tagger and text encoder inside the step: 0.202 s/step; the same prompt path as its
+  own program first: 0.003 + 0.165 = 0.169 s (in-step 1.20x slower at this size).
 * XLA fp32 matmul peak 188-198 GFLOP/s; the tiny step reaches 11% of it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -68,11 +85,27 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _trimmed_rss_gb() -> float:
+    """Gives the heap's free pages back to the OS (glibc ``malloc_trim``) and returns the
+    current RSS in GB. XLA's compile of the full step frees ~6 GB of small allocations that
+    glibc otherwise keeps resident, where the state and the step's buffers (large, mmap'd)
+    cannot reuse them: without the trim the first step was OOM-killed (2026-12-03)."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/status") as f:
+        rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return rss_kb / 1e6
+
+
 def _config(variant: str):
-    spec = importlib.util.spec_from_file_location("stage2_config", ROOT / "configs" / "stage2.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    """``configs/stage2.py:<variant>`` as ``adcsr train`` reads it (the base config's defaults
+    merged in)."""
+    from adcsr_jax.train.config import load_config
+
+    return load_config(f"{ROOT / 'configs' / 'stage2.py'}:{variant}")
 
 
 def _batch(lr: int, batch: int):
@@ -125,18 +158,35 @@ def _prompt_fn(prompt):
 def _flax_steps(
     variant: str, size: str, lr: int, batch: int, args: argparse.Namespace, in_step: bool = False
 ) -> dict:
-    """The stage-2 step with one fixed prompt embedding (as the torch part is given), or with
-    ``in_step`` the config's prompt path (tagger + text encoder) inside the jitted step."""
-    import jax
+    """The loop's own step program (``loop.jit_step``: NaN guard, state shardings, donation),
+    compiled from shapes by ``adcsr_jax.train.plan.compile_step`` exactly as ``adcsr train`` and
+    ``adcsr plan`` compile it, then run on random weights: one fixed prompt embedding (as the
+    torch part is given), or with ``in_step`` the config's tagger + text encoder inside the step.
 
-    from adcsr_jax.train import stage2
+    Compiled before any weight exists, so the compiler's working memory and the placed state
+    never coexist (the full-size compile alone reaches ~4.5 GB)."""
+    import jax
+    import numpy as np
+
+    from adcsr_jax.train import loop, stage2
+    from adcsr_jax.train import plan as plan_lib
     from adcsr_jax.weights.stage2_weights import random_stage2_weights
 
     config = _config(variant)
-    config.compute_dtype, config.grad_accum, config.rules = "float32", 1, ()
+    config.compute_dtype, config.grad_accum = "float32", 1
     config.remat = bool(args.remat)
     config.attention_query_chunk = args.attention_chunk
     config.conv_matmul_max_pixels = args.conv_matmul_pixels
+    config.data.batch_size, config.data.crop = batch, 4 * lr
+    config.mesh.num_devices = 1
+    config.prompt.source, config.prompt.program = ("tagger", "step") if in_step else ("fixed", "")
+    t0 = time.perf_counter()
+    step = plan_lib.compile_step(config)
+    compile_s = time.perf_counter() - t0
+    mem = step.compiled.memory_analysis()
+    print(f"compiled: RSS {_peak_rss_mb() / 1024:.1f} GB peak so far, {_trimmed_rss_gb():.1f} GB "
+          f"after trim; XLA temporaries {mem.temp_size_in_bytes / 2**30:.2f} GiB",
+          file=sys.stderr, flush=True)  # fmt: skip
     t0 = time.perf_counter()
     weights = random_stage2_weights(size, seed=0)
     width = weights.teacher_config.unet.cross_attention_dim
@@ -146,32 +196,45 @@ def _flax_steps(
     del weights
     leaves, treedef = jax.tree.flatten(state)
     del state
-    for i in range(len(leaves)):  # leaf by leaf: each host copy is freed once it is placed
-        leaves[i] = jax.device_put(leaves[i])
+    expected = jax.tree.leaves(step.shapes)
+    if treedef != jax.tree.structure(step.shapes) or any(
+        (x.shape, x.dtype) != (e.shape, e.dtype) for x, e in zip(leaves, expected, strict=True)
+    ):
+        raise SystemExit("bench_train: the random state differs from the compiled step's shapes")
+    for i, sharding in enumerate(
+        jax.tree.leaves(step.shardings)
+    ):  # each host copy freed once placed
+        leaves[i] = jax.device_put(leaves[i], sharding)
     state = jax.tree.unflatten(treedef, leaves)
     del leaves
     init_s = time.perf_counter() - t0
-    print(f"placed: RSS {_peak_rss_mb() / 1024:.1f} GB peak so far", file=sys.stderr, flush=True)
-    data = {k: jax.device_put(v) for k, v in _batch(lr, batch).items()}
-    key = jax.random.key(1)
-    t0 = time.perf_counter()
-    compiled = jax.jit(stage2.make_step(config, nets), donate_argnums=0).lower(state, data, key)
-    compiled = compiled.compile()
-    compile_s = time.perf_counter() - t0
-    mem = compiled.memory_analysis()
-    print(f"compiled: RSS {_peak_rss_mb() / 1024:.1f} GB peak so far; XLA temporaries "
-          f"{mem.temp_size_in_bytes / 2**30:.1f} GiB", file=sys.stderr, flush=True)  # fmt: skip
-    out = {}
+    print(f"placed: RSS {_peak_rss_mb() / 1024:.1f} GB peak so far, {_trimmed_rss_gb():.1f} GB "
+          "after trim", file=sys.stderr, flush=True)  # fmt: skip
+    rng = np.random.default_rng(0)
+    data = {
+        k: jax.device_put(
+            (
+                rng.uniform(0, 255, s.shape) if s.dtype == np.uint8 else rng.uniform(0, 1, s.shape)
+            ).astype(s.dtype),
+            s.sharding,
+        )  # fmt: skip
+        for k, s in step.batch.items()
+    }
+    key_data = jax.random.key_data(loop.train_key(0))
+    out = {"index": 0}
 
     def one_step():
         nonlocal state
-        state, out["metrics"] = compiled(state, data, key)
+        out["index"] += 1
+        state, out["metrics"] = step.compiled(state, data, np.int32(out["index"]), key_data)
         jax.block_until_ready(out["metrics"])
 
     times = _timed(one_step, args)
-    result = {"times_s": times, "flops": _flops(compiled), "compile_s": compile_s,
-              "xla_temp_gb": mem.temp_size_in_bytes / 2**30,
-              "init_s": init_s, "loss_g": float(out["metrics"]["loss/g"])}  # fmt: skip
+    result = {"times_s": times, "flops": _flops(step.compiled), "compile_s": compile_s,
+              "xla_temp_gb": mem.temp_size_in_bytes / 2**30, "init_s": init_s,
+              "batch": {k: list(s.shape) for k, s in step.batch.items()},
+              "loss_g": float(out["metrics"]["loss/g"]),
+              "skipped": float(out["metrics"]["guard/skipped"])}  # fmt: skip
     if prompt is not None:  # the same prompt path as a separate program, for the comparison
         alone = _prompt_fn(prompt)
         result["prompt_alone_s"] = statistics.median(_timed(lambda: alone(data["lr"]), args))
