@@ -21,6 +21,16 @@ jax/torch images/s: LPIPS-alex 9.19 / 12.08 = 0.76, LPIPS-vgg 0.43 / 0.46 = 0.93
 JAX's favour, and single VGG16 convs were as fast as torch's: the loss shows on an idle machine.
 Again on a slower 2-core AMD EPYC host, 2026-12-03, idle (load 0.01), 8 RealSR pairs:
 ``--skip psnr ssim niqe fid lpips-vgg dists --repeats 3``: LPIPS-alex 3.39 / 4.41 = 0.77.
+
+Those torch figures ran on channels-last views of the NHWC arrays (``permute`` without
+``contiguous``), which oneDNN runs faster than the NCHW memory that ``to_tensor`` gives users of
+lpips and pyiqa. Torch now runs both, alternating with JAX. 2026-12-03, idle, 8 RealSR pairs,
+``--skip psnr ssim niqe fid --repeats 2``; jax / torch channels-last / torch NCHW img/s:
+LPIPS-alex 8.16 / 11.76 / 10.31 (0.69 / 0.79), LPIPS-vgg 0.38 / 0.41 / 0.31 (0.94 / 1.25),
+DISTS 0.41 / 0.40 / 0.31 (1.03 / 1.33). Against NCHW, VGG16 and DISTS are ahead; LPIPS-alex is
+not. XLA's AlexNet convs alone are not the gap: at batch 4, 512x512, each layer took 0.67-1.01x
+torch's NCHW time (im2col matmuls: 1.7-4.4x, so no help on this host), and max-pooling as
+strided slices 1.1-2.0 ms against 2.9-5.1 ms for ``reduce_window``.
 """
 
 from __future__ import annotations
@@ -114,7 +124,7 @@ def main() -> int:
 
     def report(name: str, rate: float, note: str = "") -> None:
         rows.append((name, rate))
-        print(f"{name:<18} {rate:8.2f} img/s{note}", flush=True)
+        print(f"{name:<30} {rate:8.2f} img/s{note}", flush=True)
 
     for name in ("psnr", "ssim", "niqe"):
         if name not in args.skip:
@@ -126,14 +136,17 @@ def main() -> int:
         if name in args.skip:
             continue
         params = load_weights("dists" if net is None else f"lpips_{net}")
-        if net is None:
-            ref = lambda a, b, p=params: torch_dists(p, a, b)  # noqa: E731
-        else:
-            ref = lambda a, b, p=params, n=net: torch_lpips(p, a, b, n)  # noqa: E731
+        refs = []  # torch on channels-last views of the NHWC arrays, and on NCHW memory
+        for contiguous in (False, True):
+            if net is None:
+                refs.append(lambda a, b, p=params, c=contiguous: torch_dists(p, a, b, c))
+            else:
+                refs.append(lambda a, b, p=params, n=net, c=contiguous: torch_lpips(p, a, b, n, c))
         with torch.inference_mode():
-            rate_jax, rate_torch = _rates([get_metric(name), ref], sr, hr, args.batch, args.repeats)
-        report(f"jax {name}", rate_jax)
-        report(f"torch {name}", rate_torch, f"  (jax/torch = {rate_jax / rate_torch:.2f})")
+            rates = _rates([get_metric(name), *refs], sr, hr, args.batch, args.repeats)
+        report(f"jax {name}", rates[0])
+        for layout, rate in zip(("channels-last", "NCHW"), rates[1:], strict=True):
+            report(f"torch {name} {layout}", rate, f"  (jax/torch = {rates[0] / rate:.2f})")
     if "fid" not in args.skip:
         extractor = FIDExtractor(batch_size=args.batch)
         resized = np.stack([clean_resize(np.round(x * 255).astype(np.uint8)) for x in sr])

@@ -79,11 +79,19 @@ def _torch_vgg(params, x, l2pool=False):
     return taps
 
 
-def torch_lpips(params, sr, hr, net):
+def _nchw(a: np.ndarray, contiguous: bool) -> torch.Tensor:
+    """NHWC images as an NCHW tensor: a channels-last view of the array, or with ``contiguous``
+    NCHW memory (what ``to_tensor`` gives lpips and pyiqa users; oneDNN runs the two at
+    different speeds, see ``scripts/bench_eval.py``)."""
+    x = _t(a).permute(0, 3, 1, 2)
+    return x.contiguous() if contiguous else x
+
+
+def torch_lpips(params, sr, hr, net, contiguous=False):
     """richzhang/PerceptualSimilarity v0.1 forward, written out in torch."""
     shift = torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None]
     scale = torch.tensor([0.458, 0.448, 0.450])[None, :, None, None]
-    x0, x1 = (_t(a).permute(0, 3, 1, 2) * 2 - 1 for a in (sr, hr))
+    x0, x1 = (_nchw(a, contiguous) * 2 - 1 for a in (sr, hr))
     backbone = _torch_alex if net == "alex" else _torch_vgg
     f0, f1 = backbone(params, (x0 - shift) / scale), backbone(params, (x1 - shift) / scale)
     total = 0
@@ -95,11 +103,11 @@ def torch_lpips(params, sr, hr, net):
     return total.reshape(-1).numpy()
 
 
-def torch_dists(params, sr, hr):
-    """dingkeyan93/DISTS forward, written out in torch."""
+def torch_dists(params, sr, hr, contiguous=False):
+    """dingkeyan93/DISTS forward, written out in torch (``contiguous``: see :func:`_nchw`)."""
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, -1, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, -1, 1, 1)
-    x, y = (_t(a).permute(0, 3, 1, 2) for a in (sr, hr))
+    x, y = (_nchw(a, contiguous) for a in (sr, hr))
     f0 = [x, *_torch_vgg(params, (x - mean) / std, l2pool=True)]
     f1 = [y, *_torch_vgg(params, (y - mean) / std, l2pool=True)]
     chns = [3, 64, 128, 256, 512, 512]

@@ -26,18 +26,20 @@ def test_lpips_matches_torch_with_random_weights(net: str) -> None:
     params = _random_params(net, seed=1)
     sr, hr = _images(2, size=64 if net == "alex" else 32)
     got = np.asarray(lpips_distance(params, sr, hr, net))
-    with torch.no_grad():
-        want = torch_lpips(params, sr, hr, net)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    for contiguous in (False, True):  # both torch input layouts that bench_eval times
+        with torch.no_grad():
+            want = torch_lpips(params, sr, hr, net, contiguous)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_dists_matches_torch_with_random_weights() -> None:
     params = _random_params("vgg", seed=3, dists=True)
     sr, hr = _images(4, size=32)
     got = np.asarray(dists_distance(params, sr, hr))
-    with torch.no_grad():
-        want = torch_dists(params, sr, hr)
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    for contiguous in (False, True):
+        with torch.no_grad():
+            want = torch_dists(params, sr, hr, contiguous)
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_lpips_is_zero_for_identical_images_and_differentiable() -> None:
