@@ -49,7 +49,12 @@ LR 128; ``--only ...`` runs of the command above):
   to the HWIO layout of its parameter, all copies live at once) and 2.0 GiB are the new
   parameters / Adam moments written beside the old ones instead of in place; the NaN guard
   costs nothing (4.774 vs 4.776 GiB without it). Sequencing the update leaf by leaf is the
-  next thing to try.
+  next thing to try. But even at ``--lr 32`` (HR 128: 15.3 GB placed + 4.77 GiB of
+  temporaries = 20.4 GB by XLA's own accounting; torch there: 11.4 s/step, 15.83 GB peak,
+  everything included) the step was OOM-killed, so XLA:CPU's
+  runtime also allocates several GB outside its buffer assignment (donation itself works:
+  a donated CPU buffer is reused in place); sampling RSS during the step is the way to find
+  what.
 * Prompt path (full-size RAM Swin-L + SD 2.1 text encoder, own program): 2.55 s per image,
   about 4% of a step with per-image prompts at torch's step time.
 * Tiny (``configs/stage2.py:tiny``, batch 4, HR 64): 0.165 s/step (6.05 steps/s), compile
