@@ -28,9 +28,10 @@ lpips and pyiqa. Torch now runs both, alternating with JAX. 2026-12-03, idle, 8 
 ``--skip psnr ssim niqe fid --repeats 2``; jax / torch channels-last / torch NCHW img/s:
 LPIPS-alex 8.16 / 11.76 / 10.31 (0.69 / 0.79), LPIPS-vgg 0.38 / 0.41 / 0.31 (0.94 / 1.25),
 DISTS 0.41 / 0.40 / 0.31 (1.03 / 1.33). Against NCHW, VGG16 and DISTS are ahead; LPIPS-alex is
-not. XLA's AlexNet convs alone are not the gap: at batch 4, 512x512, each layer took 0.67-1.01x
-torch's NCHW time (im2col matmuls: 1.7-4.4x, so no help on this host), and max-pooling as
-strided slices 1.1-2.0 ms against 2.9-5.1 ms for ``reduce_window``.
+not. Layer by layer (``scripts/bench_alexnet_layers.py``, batch 4, 512x512) XLA's AlexNet convs
+took 0.67-1.01x torch's NCHW time in one run and 1.12-1.38x in the next, so whether the convs
+are the gap is not settled; im2col matmuls were 1.7-4.4x (no help on this host); max-pooling as
+strided slices 0.8-2.0 ms against 2.6-5.1 ms for ``reduce_window``.
 """
 
 from __future__ import annotations
