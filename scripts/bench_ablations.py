@@ -25,6 +25,10 @@ import subprocess
 import sys
 import time
 
+from adcsr_jax import xla_cpu  # noqa: E402
+
+xla_cpu.apply()  # before jax starts: XLA reads XLA_FLAGS once (adcsr_jax/xla_cpu.py)
+
 ROWS = {
     "bksdm": {"block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 1,
               "unet_mid_block": False},

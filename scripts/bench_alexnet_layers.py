@@ -21,13 +21,17 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import torch
-import torch.nn.functional as F
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from adcsr_jax import xla_cpu  # noqa: E402
+
+xla_cpu.apply()  # before jax starts: XLA reads XLA_FLAGS once (adcsr_jax/xla_cpu.py)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
 from adcsr_jax.nn.conv import im2col_conv  # noqa: E402
 
 LAYERS = [  # (name, input side, cin, cout, kernel, stride, padding) at a 512x512 image

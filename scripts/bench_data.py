@@ -73,16 +73,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from adcsr_jax import xla_cpu  # noqa: E402
 
-from adcsr_jax.data import jpeg as J
-from adcsr_jax.data.degradations import Degrader, device_args, get_preset, stage1_buckets
-from adcsr_jax.data.pipeline import crop_image
-from adcsr_jax.data.sources import FolderSource
-from adcsr_jax.image_io import decode_image_cv2
-from adcsr_jax.resize import resize_matrix
+xla_cpu.apply()  # before jax starts: XLA reads XLA_FLAGS once (adcsr_jax/xla_cpu.py)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from adcsr_jax.data import jpeg as J  # noqa: E402
+from adcsr_jax.data.degradations import Degrader, device_args, get_preset, stage1_buckets  # noqa: E402
+from adcsr_jax.data.pipeline import crop_image  # noqa: E402
+from adcsr_jax.data.sources import FolderSource  # noqa: E402
+from adcsr_jax.image_io import decode_image_cv2  # noqa: E402
+from adcsr_jax.resize import resize_matrix  # noqa: E402
 
 # ../shared/data beside the checkout (the project's test data), when present.
 REALSR_HR = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "realsr" / "test_HR")

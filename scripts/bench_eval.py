@@ -46,6 +46,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 REALSR = REPO.parent / "shared" / "data" / "realsr"
 sys.path.insert(0, str(REPO))  # this checkout's adcsr_jax first
+from adcsr_jax import xla_cpu  # noqa: E402
+
+xla_cpu.apply()  # before jax starts: XLA reads XLA_FLAGS once (adcsr_jax/xla_cpu.py)
 
 
 def _pairs(count: int) -> tuple[np.ndarray, np.ndarray, str]:

@@ -40,6 +40,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from adcsr_jax import xla_cpu  # noqa: E402
+
+xla_cpu.apply()  # before jax starts: XLA reads XLA_FLAGS once (adcsr_jax/xla_cpu.py)
+
 PARTS = ("torch", "flax", "flax-bf16", "teacher", "teacher-torch", "matmul-peak")
 HAND_MACS = {"student": (495.0, 54.5), "teacher": (541.1 + 339.1 + 1240.1, 17.2 + 63.0 + 17.2)}
 

@@ -27,6 +27,10 @@ import sys
 import time
 from pathlib import Path
 
+from adcsr_jax import xla_cpu  # noqa: E402
+
+xla_cpu.apply()  # before jax starts: XLA reads XLA_FLAGS once (adcsr_jax/xla_cpu.py)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

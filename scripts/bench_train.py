@@ -73,8 +73,13 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+from adcsr_jax import xla_cpu  # noqa: E402
+
+xla_cpu.apply()  # before jax starts: XLA reads XLA_FLAGS once (adcsr_jax/xla_cpu.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("matmul-peak", "tiny", "tiny-prompt", "flax", "torch", "prompt")
@@ -100,9 +105,7 @@ def _trimmed_rss_gb() -> float:
 
     with contextlib.suppress(OSError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/status") as f:
-        rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return rss_kb / 1e6
+    return _rss_gb()
 
 
 def _config(variant: str):
@@ -160,6 +163,28 @@ def _prompt_fn(prompt):
     return lambda lr01: fn(prompt.tagger.params, prompt.text_params, lr01).block_until_ready()
 
 
+def _rss_gb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1e6
+
+
+def _watch_rss(label: str, every_s: float = 0.05) -> threading.Event:
+    """Samples this process's RSS in a thread and prints each new high (0.25 GB steps) to
+    stderr as it happens, so a step that the kernel OOM-kills still shows how far it got."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        high = _rss_gb()
+        while not stop.wait(every_s):
+            rss = _rss_gb()
+            if rss > high + 0.25:
+                high = rss
+                print(f"{label}: RSS {rss:.2f} GB", file=sys.stderr, flush=True)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return stop
+
+
 def _flax_steps(
     variant: str, size: str, lr: int, batch: int, args: argparse.Namespace, in_step: bool = False
 ) -> dict:
@@ -187,6 +212,7 @@ def _flax_steps(
     config.prompt.source, config.prompt.program = (
         ("tagger", "step") if in_step else ("fixed", "batch")
     )
+    print(f"imported: RSS {_rss_gb():.2f} GB", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     step = plan_lib.compile_step(config)
     compile_s = time.perf_counter() - t0
@@ -233,8 +259,12 @@ def _flax_steps(
         state, out["metrics"] = step.compiled(state, data, np.int32(out["index"]), key_data)
         jax.block_until_ready(out["metrics"])
 
+    placed_gb = _rss_gb()
+    watcher = _watch_rss("step")
     times = _timed(one_step, args)
-    result = {"times_s": times, "flops": _flops(step.compiled), "compile_s": compile_s,
+    watcher.set()
+    result = {"times_s": times, "placed_rss_gb": placed_gb,
+              "flops": _flops(step.compiled), "compile_s": compile_s,
               "xla_temp_gb": mem.temp_size_in_bytes / 2**30, "init_s": init_s,
               "batch": {k: list(s.shape) for k, s in step.batch.items()},
               "loss_g": float(out["metrics"]["loss/g"]),

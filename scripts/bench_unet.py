@@ -29,6 +29,10 @@ import sys
 import time
 import zlib
 
+from adcsr_jax import xla_cpu  # noqa: E402
+
+xla_cpu.apply()  # before jax starts: XLA reads XLA_FLAGS once (adcsr_jax/xla_cpu.py)
+
 
 def _inputs(batch: int, latent: int):
     import numpy as np

@@ -11,6 +11,10 @@ os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from adcsr_jax import xla_cpu  # noqa: E402  (imports no jax)
+
+xla_cpu.apply()  # the tests run the XLA:CPU configuration the ``adcsr`` command runs
+
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,9 +4,9 @@ Every module under ``adcsr_jax/`` is parsed with ``ast`` (imports inside functio
 placed in a layer by its first name under the package. A module may import its own package and
 anything in a lower layer, or another package of its own layer (never in a cycle):
 
-    0  errors, writers, resize, imageops, image_io, tiling, sharding   (top-level helpers: import
-       nothing of the package but each other; sharding is the one mesh / batch-placement module
-       used by data, train, infer and export)
+    0  errors, writers, resize, imageops, image_io, tiling, sharding, xla_cpu   (top-level
+       helpers: import nothing of the package but each other; sharding is the one mesh /
+       batch-placement module used by data, train, infer and export; xla_cpu the XLA:CPU flags)
     1  nn (layers)
     2  models (every network, metric networks included)
     3  weights (foreign checkpoints -> models), data
@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "image_io": 0,
     "tiling": 0,
     "sharding": 0,
+    "xla_cpu": 0,
     "nn": 1,
     "lora": 1,  # the LoRA wrapper (a layer; moving into nn/)
     "models": 2,

@@ -14,6 +14,7 @@
   unknown argument is an error.
 * Errors and exit codes follow ``adcsr_jax.cli.common`` (0 done, 1 some files skipped or a check
   failed, 2 a command-line mistake, printed as one message without a traceback).
+* ``main`` sets this project's XLA:CPU defaults (``adcsr_jax.xla_cpu``) before a command runs.
 * Building the parser imports only these modules, which import no jax, torch or TensorFlow at
   module level, so ``adcsr --help`` starts in a fraction of a second.
 """
@@ -26,6 +27,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 
+from adcsr_jax import xla_cpu
 from adcsr_jax.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, Target
 from adcsr_jax.errors import UserError
 
@@ -116,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args.extra = extra
+    xla_cpu.apply()  # before any command starts jax: XLA reads XLA_FLAGS once
     try:
         return int(args._run(args) or 0)
     except UserError as err:

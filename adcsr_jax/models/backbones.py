@@ -7,6 +7,7 @@ pooling as an argument because DISTS replaces max-pooling by L2 pooling.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -31,10 +32,17 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None, stride
 
 
 def max_pool(x: jnp.ndarray, size: int, stride: int) -> jnp.ndarray:
-    """torch ``MaxPool2d(size, stride)`` without padding (floor mode)."""
-    return jax.lax.reduce_window(
-        x, -jnp.inf, jax.lax.max, (1, size, size, 1), (1, stride, stride, 1), "VALID"
-    )
+    """torch ``MaxPool2d(size, stride)`` without padding (floor mode).
+
+    The maximum of ``size`` strided row slices, then of ``size`` column slices: the same values
+    as ``lax.reduce_window`` (NaN included), about 3x faster on XLA:CPU
+    (``scripts/bench_alexnet_layers.py``: 1.7 against 5.4 ms at 127x127x64, batch 8).
+    """
+    ho, wo = ((d - size) // stride + 1 for d in x.shape[1:3])
+    rows = [x[:, i : i + stride * (ho - 1) + 1 : stride] for i in range(size)]
+    h = functools.reduce(jnp.maximum, rows)
+    cols = [h[:, :, j : j + stride * (wo - 1) + 1 : stride] for j in range(size)]
+    return functools.reduce(jnp.maximum, cols)
 
 
 def alexnet_features(params: Params, x: jnp.ndarray) -> list[jnp.ndarray]:
