@@ -14,9 +14,14 @@ earlier draft, the second as it stands): XLA conv / torch time 0.67, 0.79, 0.86,
 1.12, 1.38, 1.20, 1.20, 1.12 for conv0-4 (run-to-run spread larger than the gap: repeat before
 concluding); im2col / torch 1.7-4.4 in both; pools 2.6-5.1 ms (``reduce_window``), 0.8-2.0 ms
 (slices), 14-36 ms (torch on NCHW).
+
+2026-12-06, same host, idle, batch 8 (both LPIPS images), one run each way: with jax 0.10's
+default YNNPACK fusions (``ADCSR_XLA_DEFAULTS=0``) conv / torch 1.21, 1.44, 1.20, 1.16, 1.18;
+with this project's XLA:CPU defaults (``adcsr_jax.xla_cpu``: YNNPACK off, what the script now
+runs) 1.04, 1.12, 0.96, 1.16, 1.12 (conv1 124 -> 96 ms; torch 85 ms). Pools: reduce_window
+3.9-5.8 ms, slices 1.6-2.0 ms (now ``models.backbones.max_pool``), torch on NCHW 23-35 ms.
 """
 
-import functools
 import sys
 import time
 from pathlib import Path
@@ -32,6 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from adcsr_jax.models.backbones import max_pool  # noqa: E402
 from adcsr_jax.nn.conv import im2col_conv  # noqa: E402
 
 LAYERS = [  # (name, input side, cin, cout, kernel, stride, padding) at a 512x512 image
@@ -75,17 +81,6 @@ def time_conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> tuple[floa
     return tc, tm, tt, err
 
 
-def slice_pool(x: jax.Array, size: int = 3, stride: int = 2) -> jax.Array:
-    """torch ``MaxPool2d(size, stride)`` as the maximum of strided slices (rows, then columns)."""
-    ho, wo = ((d - size) // stride + 1 for d in x.shape[1:3])
-    rows = functools.reduce(
-        jnp.maximum, [x[:, i : i + stride * (ho - 1) + 1 : stride] for i in range(size)]
-    )
-    return functools.reduce(
-        jnp.maximum, [rows[:, :, j : j + stride * (wo - 1) + 1 : stride] for j in range(size)]
-    )
-
-
 def time_pool(x: np.ndarray) -> tuple[float, float, float]:
     """(``reduce_window``, strided slices, torch ``max_pool2d``) seconds of a 3x3/2 max-pool."""
     xj = jnp.asarray(x)
@@ -94,7 +89,7 @@ def time_pool(x: np.ndarray) -> tuple[float, float, float]:
             a, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "VALID"
         )
     )
-    slices = jax.jit(slice_pool)
+    slices = jax.jit(lambda a: max_pool(a, 3, 2))
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     if not np.array_equal(np.asarray(window(xj)), np.asarray(slices(xj))):
         raise SystemExit("bench_alexnet_layers: the two max-pools differ")

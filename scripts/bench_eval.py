@@ -32,6 +32,14 @@ not. Layer by layer (``scripts/bench_alexnet_layers.py``, batch 4, 512x512) XLA'
 took 0.67-1.01x torch's NCHW time in one run and 1.12-1.38x in the next, so whether the convs
 are the gap is not settled; im2col matmuls were 1.7-4.4x (no help on this host); max-pooling as
 strided slices 0.8-2.0 ms against 2.6-5.1 ms for ``reduce_window``.
+
+2026-12-06, same host, idle, same command, with max-pooling as strided slices
+(``models.backbones.max_pool``) and this project's XLA:CPU defaults (``adcsr_jax.xla_cpu``:
+XLA's own conv/matmul kernels instead of YNNPACK; this script applies them like ``adcsr``):
+jax / torch channels-last / torch NCHW img/s: LPIPS-alex 11.18 / 11.69 / 10.30 (0.96 / 1.09),
+LPIPS-vgg 0.55 / 0.46 / 0.37 (1.21 / 1.50), DISTS 0.49 / 0.41 / 0.33 (1.20 / 1.50). Against the
+NCHW memory that lpips and pyiqa users feed torch, all three are ahead; LPIPS-alex is within
+4 % of torch on channels-last views (its convs are 1.0-1.16x oneDNN's time, per layer).
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Measured here (2 shared CPU cores, 2026-11-28, jax 0.10.2 / torch 2.13.0, fp32, 
 flax 5.25 s/forward (chunked attention 256; 6.60 s without it) vs torch 3.78 s, i.e. 1.39x;
 peak RSS 4.35 GB vs 4.30 GB. Attention is the main gap (XLA: 0.21 s vs torch SDPA 0.08 s per
 4096-token layer even chunked); convs and matmuls are on par.
+2026-12-06 (slower 2-core AMD EPYC host, idle, same command, 2 rounds x 5 forwards): with jax
+0.10's default YNNPACK fusions (``ADCSR_XLA_DEFAULTS=0``) flax median 5.63 s vs torch 5.99 s
+(0.94x, min 0.98x); with this project's XLA:CPU defaults (``adcsr_jax.xla_cpu``, which this
+script now applies) 5.30 s vs 6.35 s (0.84x median, 0.95x min); peak RSS 4.57 vs 4.35 GB.
 Options: ``--latent 32`` for a quicker check, ``--iters``/``--warmup``, ``--xla-flags`` to try
 XLA:CPU flags (appended to ``XLA_FLAGS`` of the Flax process only), ``--only flax|torch``.
 """
