@@ -55,6 +55,23 @@ LR 128; ``--only ...`` runs of the command above):
   runtime also allocates several GB outside its buffer assignment (donation itself works:
   a donated CPU buffer is reused in place); sampling RSS during the step is the way to find
   what.
+* 2026-12-06, same host. Where the full step's XLA temporaries go (``adcsr plan`` as above at
+  HR 512, ``--xla_dump_to``, live ranges summed per instruction of the schedule): the peak is in
+  the backward passes, not the update. 2.1 GiB of it were transposed copies of the frozen
+  discriminator's conv kernels (XLA:CPU builds one per kernel for the input gradient, shares it
+  between the three backward passes through D and keeps all of them alive from the first to the
+  last), 1.9 GiB attention intermediates, 1.15 GiB the student's conv weight-gradients (held
+  for the update, as torch holds ``.grad``). ``nn.conv.late_backward`` (every Flax conv's
+  backward builds its copies from its own cotangent) removes the first: temporaries 8.52 ->
+  6.49 GiB with this project's XLA:CPU defaults (YNNPACK off), against 7.85 GiB before either
+  change; YNNPACK off alone costs 0.67 GiB here (8.52 vs 7.85). Guarding the update with
+  ``lax.cond`` instead of ``jnp.where`` changed nothing at full size (4.86 vs 4.86 GiB at HR
+  128), and neither did ``optimization_barrier`` s (XLA:CPU expands them before CSE).
+  ``--lr 32 --remat`` then: 4.04 GiB of temporaries, 15.4 GB placed, yet RSS climbed steadily
+  through the first step to 24.0 GB and the kernel killed it (the RSS watcher's trace), so
+  ~4.3 GB beyond XLA's buffer assignment are still allocated at run time (donation itself is
+  verified: a donated state's buffers are reused, RSS grows by the temporaries alone). torch in
+  the same run: 10.9 s/step, 15.84 GB.
 * Prompt path (full-size RAM Swin-L + SD 2.1 text encoder, own program): 2.55 s per image,
   about 4% of a step with per-image prompts at torch's step time.
 * Tiny (``configs/stage2.py:tiny``, batch 4, HR 64): 0.165 s/step (6.05 steps/s), compile

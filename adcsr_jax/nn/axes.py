@@ -34,7 +34,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from adcsr_jax.nn.conv import conv_general_dilated_for
+from adcsr_jax.nn.conv import conv_general_dilated_for, late_backward
 
 CONV_KERNEL = ("conv_h", "conv_w", "conv_in", "conv_out")
 
@@ -54,7 +54,8 @@ def conv(
     """NHWC ``nn.Conv`` with torch-style explicit padding (default ``kernel_size // 2``).
 
     ``matmul_max_pixels``: run the conv as one im2col matmul when its output map has at most
-    this many pixels (:mod:`adcsr_jax.nn.conv`; faster on XLA:CPU, same math).
+    this many pixels (:mod:`adcsr_jax.nn.conv`; faster on XLA:CPU, same math). The backward
+    pass is :func:`adcsr_jax.nn.conv.late_backward`'s (same gradients, less memory held).
     """
     if padding is None:
         p = kernel_size // 2
@@ -68,7 +69,7 @@ def conv(
         param_dtype=jnp.float32,
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), CONV_KERNEL),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
-        conv_general_dilated=conv_general_dilated_for(matmul_max_pixels),
+        conv_general_dilated=late_backward(conv_general_dilated_for(matmul_max_pixels)),
         name=name,
     )
 
